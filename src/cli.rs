@@ -1,0 +1,128 @@
+//! The command line, shared by the parser, the man pages and the shell completions.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::target::Target;
+
+const EXIT_CODES: &str = "\
+Exit status:
+  0  success (for exec: the command's own status, 128+N if killed by signal N)
+  1  any other failure
+  2  bad usage or malformed input
+  3  no such machine, namespace or process
+  4  systemd-machined or the system bus unreachable
+  5  permission denied (run as root)
+  6  stale machine: its registered leader is gone
+  7  the kernel refused a request
+  8  the table changed during a dump and output may be inconsistent
+  126/127  exec could not run / could not find the command";
+
+/// See and change the network inside systemd-nspawn machines.
+///
+/// machnet asks systemd-machined for a machine's leader process, pins it, and reads
+/// the machine's network namespace over rtnetlink: `ip route` for machines, by name.
+#[derive(Debug, Parser)]
+#[command(name = "machnet", version, after_long_help = EXIT_CODES)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug); RUST_LOG works too.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List every machine machined knows, with its network namespace and addresses.
+    List(ListArgs),
+    /// Print a machine's routing table as `ip route show` prints it inside.
+    Routes(RoutesArgs),
+    /// Run a host command inside a machine's network namespace (like `nsenter -n`).
+    Exec(ExecArgs),
+    /// Generate man pages or shell completions from these definitions.
+    Generate {
+        #[command(subcommand)]
+        what: Generate,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print JSON (one array of machines) instead of a table.
+    #[arg(long, short = 'j')]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RoutesArgs {
+    /// A machine name, .host, netns:NAME or pid:N.
+    #[arg(value_name = "TARGET")]
+    pub target: Target,
+
+    /// IPv4 routes only (the default unless --table all).
+    #[arg(short = '4', conflicts_with = "ipv6")]
+    pub ipv4: bool,
+
+    /// IPv6 routes only.
+    #[arg(short = '6')]
+    pub ipv6: bool,
+
+    /// Which table: main (default), local, all, or a number or rt_tables name.
+    #[arg(long, short = 't', value_name = "TABLE", default_value = "main")]
+    pub table: String,
+
+    /// Print `ip -j route show` JSON.
+    #[arg(long, short = 'j')]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// A machine name, .host, netns:NAME or pid:N.
+    #[arg(value_name = "TARGET")]
+    pub target: Target,
+
+    /// Also join the machine's mount namespace (the command is then looked up inside it).
+    #[arg(short = 'm', long)]
+    pub mount: bool,
+
+    /// Also join the machine's UTS namespace (hostname).
+    #[arg(short = 'u', long)]
+    pub uts: bool,
+
+    /// Also join the machine's IPC namespace.
+    #[arg(short = 'i', long)]
+    pub ipc: bool,
+
+    /// Also join the machine's PID namespace (the command runs as a child there).
+    #[arg(short = 'p', long)]
+    pub pid: bool,
+
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Generate {
+    /// Write man pages (machnet.1 and one per subcommand) into DIR.
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Print a completion script for SHELL on stdout.
+    Completions {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}

@@ -1,0 +1,101 @@
+//! `machnet routes TARGET`: the routing table inside TARGET, as `ip route show` prints it.
+
+use crate::cli::RoutesArgs;
+use crate::error::{Error, Result};
+use crate::link;
+use crate::netns::{ExtraNamespaces, Isolation};
+use crate::route::dump::{stream_routes, RouteQuery};
+use crate::route::message::{AF_INET, AF_INET6};
+use crate::route::names::Names;
+use crate::route::print::{Format, RoutePrinter, ShowOptions};
+use crate::target::Target;
+
+pub async fn run(args: RoutesArgs) -> Result<i32> {
+    let names = Names::load();
+    let table = parse_table(&args.table, &names)?;
+    let query = RouteQuery {
+        family: query_family(args.ipv4, args.ipv6, table),
+        table,
+    };
+    let machined = super::machined_for(&args.target).await?;
+    let resolved = args
+        .target
+        .resolve(machined.as_ref(), ExtraNamespaces::default())
+        .await?;
+    let namespace = resolved.namespace;
+    if namespace.isolation == Isolation::SharesHost && args.target != Target::Host {
+        eprintln!(
+            "machnet: note: {} shares the host's network namespace: these are the host's routes",
+            namespace.label
+        );
+    }
+    let mut sock = namespace.open_netlink()?;
+    let links = link::link_names(&mut sock)?;
+    let printer = RoutePrinter {
+        names: &names,
+        links: &links,
+        options: ShowOptions {
+            all_tables: table.is_none(),
+        },
+        format: if args.json { Format::Json } else { Format::Text },
+        hz: user_hz(),
+    };
+    let mut stdout = std::io::stdout().lock();
+    stream_routes(&mut sock, query, &printer, &mut stdout)?;
+    Ok(0)
+}
+
+/// `ip route show` reads only IPv4 unless asked for a family, or for `table all`.
+fn query_family(ipv4: bool, ipv6: bool, table: Option<u32>) -> u8 {
+    match (ipv4, ipv6, table) {
+        (true, _, _) => AF_INET,
+        (_, true, _) => AF_INET6,
+        (_, _, Some(_)) => AF_INET,
+        (_, _, None) => 0,
+    }
+}
+
+/// `all` → None; a name from rt_tables or a number → that table.
+pub fn parse_table(text: &str, names: &Names) -> Result<Option<u32>> {
+    if text == "all" {
+        return Ok(None);
+    }
+    names.table_id(text).map(Some).ok_or_else(|| {
+        Error::Usage(format!(
+            "unknown table {text:?}: use main, local, all, a number, or a name from rt_tables"
+        ))
+    })
+}
+
+/// USER_HZ, the unit the kernel reports route expiry times in.
+fn user_hz() -> i32 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 {
+        hz as i32
+    } else {
+        100
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn family_follows_ip_defaults() {
+        assert_eq!(query_family(false, false, Some(254)), AF_INET);
+        assert_eq!(query_family(false, false, None), 0);
+        assert_eq!(query_family(false, true, None), AF_INET6);
+        assert_eq!(query_family(true, false, None), AF_INET);
+    }
+
+    #[test]
+    fn tables_by_name_number_or_all() {
+        let names = Names::builtin();
+        assert_eq!(parse_table("all", &names).unwrap(), None);
+        assert_eq!(parse_table("local", &names).unwrap(), Some(255));
+        assert_eq!(parse_table("4294967290", &names).unwrap(), Some(4294967290));
+        assert!(matches!(parse_table("bogus", &names), Err(Error::Usage(_))));
+    }
+}

@@ -1,0 +1,96 @@
+//! One error type for the whole tool, and the exit code each kind of failure maps to.
+//!
+//! Every variant's message is one sentence that says what failed and, where there is
+//! one, what to do about it. main prints it on stderr and exits with [`Error::exit_code`],
+//! so scripts can tell "no such machine" from "machined is down" without parsing text.
+
+use std::io;
+
+/// Exit codes, documented in the man page (see cli.rs). 1 is reserved for "anything else".
+pub mod exit {
+    pub const FAILURE: i32 = 1;
+    pub const USAGE: i32 = 2;
+    pub const NO_SUCH_TARGET: i32 = 3;
+    pub const MACHINED_UNAVAILABLE: i32 = 4;
+    pub const PERMISSION: i32 = 5;
+    pub const STALE_MACHINE: i32 = 6;
+    pub const KERNEL: i32 = 7;
+    pub const INCONSISTENT_DUMP: i32 = 8;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Usage(String),
+
+    #[error("{0}")]
+    NoSuchTarget(String),
+
+    #[error("cannot reach systemd-machined on the system bus ({detail}); is systemd-machined running and DBUS_SYSTEM_BUS_ADDRESS right?")]
+    MachinedUnavailable { detail: String },
+
+    #[error("{0}")]
+    Permission(String),
+
+    #[error("{0}")]
+    StaleMachine(String),
+
+    #[error("{context}: the kernel said: {source}")]
+    Kernel { context: String, source: io::Error },
+
+    #[error("{0}")]
+    InconsistentDump(String),
+
+    #[error("{context}: {source}")]
+    Io { context: String, source: io::Error },
+
+    /// exec could not start the command; the code follows nsenter (127 not found, 126).
+    #[error("{message}")]
+    Exec { message: String, code: i32 },
+
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage(_) => exit::USAGE,
+            Error::NoSuchTarget(_) => exit::NO_SUCH_TARGET,
+            Error::MachinedUnavailable { .. } => exit::MACHINED_UNAVAILABLE,
+            Error::Permission(_) => exit::PERMISSION,
+            Error::StaleMachine(_) => exit::STALE_MACHINE,
+            Error::Kernel { .. } => exit::KERNEL,
+            Error::InconsistentDump(_) => exit::INCONSISTENT_DUMP,
+            Error::Exec { code, .. } => *code,
+            Error::Io { .. } | Error::Other(_) => exit::FAILURE,
+        }
+    }
+
+    /// An I/O error with what we were doing; EPERM/EACCES become a permission error that
+    /// names the capability machnet needs, since "Operation not permitted" alone does not
+    /// tell a user that they forgot sudo.
+    pub fn io(context: impl Into<String>, source: io::Error) -> Error {
+        let context = context.into();
+        match source.raw_os_error() {
+            Some(libc::EPERM) | Some(libc::EACCES) => Error::Permission(format!(
+                "{context}: {source}; machnet needs CAP_SYS_ADMIN and CAP_SYS_PTRACE to enter \
+                 another network namespace (run it as root)"
+            )),
+            _ => Error::Io { context, source },
+        }
+    }
+
+    pub fn kernel(context: impl Into<String>, errno: i32) -> Error {
+        let context = context.into();
+        let source = io::Error::from_raw_os_error(errno);
+        match errno {
+            libc::EPERM | libc::EACCES => Error::Permission(format!(
+                "{context}: the kernel said: {source}; this needs CAP_NET_ADMIN (run as root)"
+            )),
+            _ => Error::Kernel { context, source },
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

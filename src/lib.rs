@@ -1,0 +1,16 @@
+//! machnet: the network inside systemd-nspawn machines, by machine name.
+//!
+//! The path every command takes: a target name is resolved through systemd-machined
+//! (machined.rs, target.rs), its leader pinned by pidfd and its network namespace held
+//! (netns.rs), a netlink socket opened inside that namespace, and the answers decoded and
+//! printed as iproute2 prints them (netlink/, route/, link.rs).
+
+pub mod cli;
+pub mod commands;
+pub mod error;
+pub mod link;
+pub mod machined;
+pub mod netlink;
+pub mod netns;
+pub mod route;
+pub mod target;

@@ -1,0 +1,229 @@
+//! Links and addresses of one namespace, read over its netlink socket.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::netlink::attr::Attrs;
+use crate::netlink::{DumpEnd, NetlinkSocket};
+use crate::route::format::ip_string;
+use crate::route::message::to_ip;
+
+const RTM_NEWLINK: u16 = 16;
+const RTM_GETLINK: u16 = 18;
+const RTM_NEWADDR: u16 = 20;
+const RTM_GETADDR: u16 = 22;
+const IFLA_IFNAME: u16 = 3;
+const IFLA_OPERSTATE: u16 = 16;
+const IFLA_EXT_MASK: u16 = 29;
+const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+const IFINFOMSG_LEN: usize = 16;
+const IFADDRMSG_LEN: usize = 8;
+/// Link and address dumps are small; an interrupted one is simply taken again.
+const DUMP_ATTEMPTS: usize = 5;
+
+/// ifindex → name, as `ip` prints device names.
+#[derive(Debug, Clone, Default)]
+pub struct LinkNames {
+    names: HashMap<u32, String>,
+}
+
+impl LinkNames {
+    /// iproute2's ll_index_to_name: `*` for 0, `ifN` for an index it cannot name.
+    pub fn name(&self, index: u32) -> Cow<'_, str> {
+        if index == 0 {
+            return Cow::Borrowed("*");
+        }
+        match self.names.get(&index) {
+            Some(name) => Cow::Borrowed(name),
+            None => Cow::Owned(format!("if{index}")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Link {
+    pub ifindex: u32,
+    pub ifname: String,
+    pub operstate: &'static str,
+    pub addr_info: Vec<Address>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Address {
+    pub family: &'static str,
+    pub local: String,
+    pub prefixlen: u8,
+}
+
+/// Every link of the namespace with its addresses, in ifindex order.
+pub fn links_with_addresses(sock: &mut NetlinkSocket) -> Result<Vec<Link>> {
+    let mut links = dump_links(sock)?;
+    let addresses = dump_addresses(sock)?;
+    for (index, address) in addresses {
+        if let Some(link) = links.iter_mut().find(|l| l.ifindex == index) {
+            link.addr_info.push(address);
+        }
+    }
+    Ok(links)
+}
+
+pub fn link_names(sock: &mut NetlinkSocket) -> Result<LinkNames> {
+    let names = dump_links(sock)?
+        .into_iter()
+        .map(|l| (l.ifindex, l.ifname))
+        .collect();
+    Ok(LinkNames { names })
+}
+
+fn dump_links(sock: &mut NetlinkSocket) -> Result<Vec<Link>> {
+    let mut request = vec![0u8; IFINFOMSG_LEN];
+    crate::netlink::attr::push(
+        &mut request,
+        IFLA_EXT_MASK,
+        &RTEXT_FILTER_SKIP_STATS.to_ne_bytes(),
+    );
+    retry_interrupted("listing links", |links: &mut Vec<Link>| {
+        sock.dump(RTM_GETLINK, &request, "listing links", |msg| {
+            if msg.kind == RTM_NEWLINK {
+                links.push(parse_link(msg.payload)?);
+            }
+            Ok(())
+        })
+    })
+}
+
+fn dump_addresses(sock: &mut NetlinkSocket) -> Result<Vec<(u32, Address)>> {
+    let request = [0u8; IFADDRMSG_LEN];
+    retry_interrupted("listing addresses", |addrs: &mut Vec<(u32, Address)>| {
+        sock.dump(RTM_GETADDR, &request, "listing addresses", |msg| {
+            if msg.kind == RTM_NEWADDR {
+                addrs.push(parse_address(msg.payload)?);
+            }
+            Ok(())
+        })
+    })
+}
+
+/// Runs a dump into a fresh collection until one completes without the kernel flagging
+/// it interrupted.
+fn retry_interrupted<T: Default>(
+    what: &str,
+    mut dump: impl FnMut(&mut T) -> Result<DumpEnd>,
+) -> Result<T> {
+    for _ in 0..DUMP_ATTEMPTS {
+        let mut items = T::default();
+        if dump(&mut items)? == DumpEnd::Complete {
+            return Ok(items);
+        }
+    }
+    Err(Error::InconsistentDump(format!(
+        "{what}: the kernel interrupted the dump {DUMP_ATTEMPTS} times in a row (links or \
+         addresses are changing fast); try again"
+    )))
+}
+
+fn malformed(what: &str, why: impl std::fmt::Display) -> Error {
+    Error::Other(format!(
+        "the kernel sent a {what} message machnet cannot decode ({why})"
+    ))
+}
+
+fn parse_link(payload: &[u8]) -> Result<Link> {
+    if payload.len() < IFINFOMSG_LEN {
+        return Err(malformed("link", "short ifinfomsg"));
+    }
+    let ifindex = u32::from_ne_bytes(payload[4..8].try_into().unwrap());
+    let mut ifname = None;
+    let mut operstate = "UNKNOWN";
+    for attr in Attrs::new(&payload[IFINFOMSG_LEN..]) {
+        let attr = attr.map_err(|e| malformed("link", e.0))?;
+        match attr.kind {
+            IFLA_IFNAME => ifname = Some(attr.str().map_err(|e| malformed("link", e.0))?),
+            IFLA_OPERSTATE => {
+                operstate = operstate_name(attr.u8().map_err(|e| malformed("link", e.0))?)
+            }
+            _ => {}
+        }
+    }
+    let ifname = ifname
+        .ok_or_else(|| malformed("link", format!("link {ifindex} has no name")))?
+        .to_string();
+    Ok(Link {
+        ifindex,
+        ifname,
+        operstate,
+        addr_info: Vec::new(),
+    })
+}
+
+/// RFC 2863 operational states as `ip` names them.
+fn operstate_name(state: u8) -> &'static str {
+    match state {
+        1 => "NOTPRESENT",
+        2 => "DOWN",
+        3 => "LOWERLAYERDOWN",
+        4 => "TESTING",
+        5 => "DORMANT",
+        6 => "UP",
+        _ => "UNKNOWN",
+    }
+}
+
+fn parse_address(payload: &[u8]) -> Result<(u32, Address)> {
+    if payload.len() < IFADDRMSG_LEN {
+        return Err(malformed("address", "short ifaddrmsg"));
+    }
+    let family = payload[0];
+    let prefixlen = payload[1];
+    let index = u32::from_ne_bytes(payload[4..8].try_into().unwrap());
+    let want = match family as i32 {
+        libc::AF_INET => 4,
+        libc::AF_INET6 => 16,
+        other => return Err(malformed("address", format!("family {other}"))),
+    };
+    let (mut local, mut address) = (None, None);
+    for attr in Attrs::new(&payload[IFADDRMSG_LEN..]) {
+        let attr = attr.map_err(|e| malformed("address", e.0))?;
+        let slot = match attr.kind {
+            IFA_LOCAL => &mut local,
+            IFA_ADDRESS => &mut address,
+            _ => continue,
+        };
+        if attr.payload.len() != want {
+            return Err(malformed("address", "address of the wrong size"));
+        }
+        *slot = Some(to_ip(attr.payload));
+    }
+    // On point-to-point links IFA_ADDRESS is the peer; IFA_LOCAL is ours when present.
+    let addr: IpAddr = local
+        .or(address)
+        .ok_or_else(|| malformed("address", "no address attribute"))?;
+    Ok((
+        index,
+        Address {
+            family: if want == 4 { "inet" } else { "inet6" },
+            local: ip_string(addr),
+            prefixlen,
+        },
+    ))
+}
+
+/// An interface name with control characters shown as \xNN, for tables meant for people
+/// (a name can hold terminal escape sequences).
+pub fn printable_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_control() {
+                format!("\\x{:02x}", c as u32)
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,292 @@
+//! systemd-machined over D-Bus: which machines exist, and who leads each.
+//!
+//! The proxies below use only what `dbus/org.freedesktop.machine1.*.xml` (introspected
+//! from a real machined) declares; `tests/dbus_interfaces.rs` holds them to it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use zbus::{Connection, OwnedObjectPath, OwnedVariant};
+
+use crate::error::{Error, Result};
+
+pub const SERVICE: &str = "org.freedesktop.machine1";
+pub const MANAGER_PATH: &str = "/org/freedesktop/machine1";
+pub const MANAGER_INTERFACE: &str = "org.freedesktop.machine1.Manager";
+pub const MACHINE_INTERFACE: &str = "org.freedesktop.machine1.Machine";
+
+/// The Machine properties machnet reads. LeaderPIDFDId only exists in systemd 257+.
+pub const MACHINE_PROPERTIES: [&str; 6] = ["Name", "Class", "Service", "Leader", "Unit", "RootDirectory"];
+/// Read when present; machined 252 (Debian 12) does not have it.
+pub const OPTIONAL_MACHINE_PROPERTIES: [&str; 1] = ["LeaderPIDFDId"];
+/// A bus that does not answer within this is treated as unreachable.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[zbus::proxy(
+    interface = "org.freedesktop.machine1.Manager",
+    default_service = "org.freedesktop.machine1",
+    default_path = "/org/freedesktop/machine1"
+)]
+pub trait Manager {
+    /// `machinectl list`: (name, class, service, object path) of every machine.
+    fn list_machines(&self) -> zbus::Result<Vec<(String, String, String, OwnedObjectPath)>>;
+
+    /// The object path of one machine; fails with NoSuchMachine.
+    fn get_machine(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+}
+
+/// What machined says about one machine.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    pub name: String,
+    pub class: String,
+    pub service: String,
+    pub leader: u32,
+    pub unit: String,
+    pub root_directory: String,
+    pub leader_pidfd_id: Option<u64>,
+    pub path: OwnedObjectPath,
+}
+
+/// A connection to the system bus and machined on it.
+pub struct Machined {
+    connection: Connection,
+    manager: ManagerProxy<'static>,
+}
+
+impl Machined {
+    pub async fn connect() -> Result<Machined> {
+        let connection = timed("connecting to the system bus", Connection::system()).await?;
+        let manager = ManagerProxy::new(&connection)
+            .await
+            .map_err(|e| unavailable("creating the machined proxy", e))?;
+        Ok(Machined {
+            connection,
+            manager,
+        })
+    }
+
+    /// Names of every machine machined knows, in its order.
+    pub async fn list(&self) -> Result<Vec<(String, OwnedObjectPath)>> {
+        let machines = timed("ListMachines", self.manager.list_machines()).await?;
+        Ok(machines
+            .into_iter()
+            .map(|(name, _, _, path)| (name, path))
+            .collect())
+    }
+
+    /// One machine by name; an unknown name names the machines that do exist.
+    pub async fn machine(&self, name: &str) -> Result<Machine> {
+        let path = match timed_raw(self.manager.get_machine(name)).await {
+            Ok(path) => path,
+            Err(CallError::Dbus(e))
+                if error_name(&e).is_some_and(|(n, _)| n == "org.freedesktop.machine1.NoSuchMachine") =>
+            {
+                return Err(self.unknown_machine(name).await);
+            }
+            Err(e) => return Err(e.into_error("GetMachine")),
+        };
+        self.machine_at(path).await
+    }
+
+    pub async fn machine_at(&self, path: OwnedObjectPath) -> Result<Machine> {
+        let props = zbus::fdo::PropertiesProxy::builder(&self.connection)
+            .destination(SERVICE)
+            .path(path.clone())
+            .build()
+            .await
+            .map_err(|e| unavailable("creating a properties proxy", e))?;
+        let interface = zbus::names::InterfaceName::from_static_str_unchecked(MACHINE_INTERFACE);
+        let get_all = async { props.get_all(interface).await.map_err(zbus::Error::from) };
+        let all = timed("reading machine properties", get_all).await?;
+        Machine::from_properties(path, &all)
+    }
+
+    /// The Leader machined reports *now* for a machine (asked again after pinning).
+    pub async fn current_leader(&self, path: &OwnedObjectPath) -> Result<Option<u32>> {
+        match self.machine_at(path.clone()).await {
+            Ok(m) => Ok(Some(m.leader)),
+            Err(Error::NoSuchTarget(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn unknown_machine(&self, name: &str) -> Error {
+        let known: Vec<String> = match self.list().await {
+            Ok(list) => list.into_iter().map(|(n, _)| n).collect(),
+            Err(e) => return e,
+        };
+        Error::NoSuchTarget(unknown_machine_message(name, &known))
+    }
+}
+
+/// "no machine named X; known machines: a, b (did you mean a?)".
+pub fn unknown_machine_message(name: &str, known: &[String]) -> String {
+    let mut msg = format!("no machine named {name:?} is registered with systemd-machined");
+    if known.is_empty() {
+        msg.push_str("; machined knows no machines at all");
+        return msg;
+    }
+    msg.push_str("; known machines: ");
+    msg.push_str(&known.join(", "));
+    if let Some(nearest) = nearest(name, known) {
+        msg.push_str(&format!(" (did you mean {nearest:?}?)"));
+    }
+    msg
+}
+
+/// The known name closest to `name` by edit distance, if it is close enough to be a typo.
+fn nearest<'a>(name: &str, known: &'a [String]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(name, k), k))
+        .filter(|(d, k)| *d <= (k.chars().count().max(name.chars().count()) / 2).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k.as_str())
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+impl Machine {
+    fn from_properties(path: OwnedObjectPath, all: &HashMap<String, OwnedVariant>) -> Result<Machine> {
+        let string = |key: &str| -> Result<String> {
+            let value = all.get(key).ok_or_else(|| missing(key))?;
+            value
+                .downcast_ref::<&str>()
+                .map(str::to_string)
+                .map_err(|_| wrong_type(key))
+        };
+        let leader = all
+            .get("Leader")
+            .ok_or_else(|| missing("Leader"))?
+            .downcast_ref::<u32>()
+            .map_err(|_| wrong_type("Leader"))?;
+        let leader_pidfd_id = match all.get("LeaderPIDFDId") {
+            Some(v) => Some(v.downcast_ref::<u64>().map_err(|_| wrong_type("LeaderPIDFDId"))?),
+            None => None,
+        };
+        Ok(Machine {
+            name: string("Name")?,
+            class: string("Class")?,
+            service: string("Service")?,
+            leader,
+            unit: string("Unit")?,
+            root_directory: string("RootDirectory")?,
+            leader_pidfd_id,
+            path,
+        })
+    }
+}
+
+fn missing(key: &str) -> Error {
+    Error::Other(format!("systemd-machined sent no {key} property for a machine"))
+}
+
+fn wrong_type(key: &str) -> Error {
+    Error::Other(format!("systemd-machined sent the {key} property with an unexpected type"))
+}
+
+/// The D-Bus error name and text of an error reply (zbus reports the standard
+/// org.freedesktop.DBus.Error.* names as `Error::FDO`, the others as `MethodError`).
+fn error_name(e: &zbus::Error) -> Option<(String, String)> {
+    use zbus::DBusError;
+    match e {
+        zbus::Error::MethodError(name, detail, _) => {
+            Some((name.to_string(), detail.clone().unwrap_or_default()))
+        }
+        zbus::Error::FDO(fdo) => match fdo.as_ref() {
+            zbus::fdo::Error::ZBus(inner) => error_name(inner),
+            other => Some((
+                other.name().to_string(),
+                other.description().unwrap_or_default().to_string(),
+            )),
+        },
+        _ => None,
+    }
+}
+
+enum CallError {
+    Dbus(zbus::Error),
+    Timeout,
+}
+
+impl CallError {
+    fn into_error(self, what: &str) -> Error {
+        match self {
+            CallError::Timeout => Error::MachinedUnavailable {
+                detail: format!("{what} got no answer within {}s", CALL_TIMEOUT.as_secs()),
+            },
+            CallError::Dbus(e) => unavailable(what, e),
+        }
+    }
+}
+
+async fn timed_raw<T>(call: impl std::future::Future<Output = zbus::Result<T>>) -> std::result::Result<T, CallError> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(result) => result.map_err(CallError::Dbus),
+        Err(_) => Err(CallError::Timeout),
+    }
+}
+
+async fn timed<T>(what: &str, call: impl std::future::Future<Output = zbus::Result<T>>) -> Result<T> {
+    timed_raw(call).await.map_err(|e| e.into_error(what))
+}
+
+/// Classifies a D-Bus failure: a missing bus or service means machined is unavailable,
+/// a refusal means permissions, a vanished object means the machine went away.
+fn unavailable(what: &str, e: zbus::Error) -> Error {
+    if let Some((name, detail)) = error_name(&e) {
+        match name.as_str() {
+            "org.freedesktop.DBus.Error.ServiceUnknown" | "org.freedesktop.DBus.Error.NameHasNoOwner" => {
+                return Error::MachinedUnavailable {
+                    detail: format!("{what}: systemd-machined is not running on the bus ({detail})"),
+                }
+            }
+            "org.freedesktop.DBus.Error.AccessDenied" | "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired" => {
+                return Error::Permission(format!("{what}: the bus refused the call ({detail}); run machnet as root"))
+            }
+            "org.freedesktop.DBus.Error.UnknownObject" | "org.freedesktop.DBus.Error.UnknownMethod" | "org.freedesktop.DBus.Error.UnknownInterface" => {
+                return Error::NoSuchTarget(format!("{what}: the machine disappeared ({detail})"))
+            }
+            _ => {
+                return Error::Other(format!("{what}: systemd-machined answered {name}: {detail}"))
+            }
+        }
+    }
+    Error::MachinedUnavailable {
+        detail: format!("{what}: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_the_nearest_machine() {
+        let known = vec!["qbittorrent".to_string(), "corpus".to_string()];
+        let msg = unknown_machine_message("qbitorrent", &known);
+        assert!(msg.contains("known machines: qbittorrent, corpus"), "{msg}");
+        assert!(msg.contains("did you mean \"qbittorrent\""), "{msg}");
+        let msg = unknown_machine_message("zzz", &known);
+        assert!(!msg.contains("did you mean"), "{msg}");
+    }
+
+    #[test]
+    fn says_when_there_are_no_machines() {
+        assert!(unknown_machine_message("x", &[]).contains("knows no machines"));
+    }
+}

@@ -1,0 +1,57 @@
+//! Thin on purpose: parse, set up logging, run one command, map its error to an exit code.
+
+use std::io::ErrorKind;
+use std::process::ExitCode;
+
+use clap::Parser;
+use machnet::cli::{Cli, Command};
+use machnet::commands;
+use machnet::error::{Error, Result};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    match run(cli) {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        // A closed pipe (`machnet routes x | head`) is the reader's choice, not a failure.
+        Err(Error::Io { source, .. }) if source.kind() == ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("machnet: {err}");
+            ExitCode::from(err.exit_code().clamp(1, 255) as u8)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<i32> {
+    if let Command::Generate { what } = cli.command {
+        return commands::generate::run(what);
+    }
+    // One thread drives D-Bus; netlink work is synchronous and namespace switches happen
+    // on threads of their own (netns.rs), never on a runtime thread.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("starting the async runtime", e))?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::List(args) => commands::list::run(args).await,
+            Command::Routes(args) => commands::routes::run(args).await,
+            Command::Exec(args) => commands::exec::run(args).await,
+            Command::Generate { .. } => unreachable!("handled above"),
+        }
+    })
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

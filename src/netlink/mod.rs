@@ -1,0 +1,266 @@
+//! A small, synchronous rtnetlink client: just enough to send a request, stream the
+//! answer message by message, and tell the kernel's errors apart from ours.
+//!
+//! Why not the rtnetlink crate (the design card's first choice): its connection task reads
+//! the socket into an unbounded channel, so a consumer slower than the kernel (a terminal,
+//! a pipe) makes memory grow with the table; and its parsed message types allocate per
+//! route. A dump here is flow-controlled by our own `recv` (the kernel fills the next
+//! buffer only when we ask for it) and messages are borrowed views into one reused buffer,
+//! so memory stays flat however large the table is.
+//!
+//! The socket is *created* inside the target namespace by `netns.rs` and then used from
+//! whatever thread holds it: a netlink socket stays bound to the namespace it was made in.
+
+pub mod attr;
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use crate::error::{Error, Result};
+
+const NLMSG_HDRLEN: usize = 16;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_ACK: u16 = 0x4;
+const NLM_F_DUMP: u16 = 0x300;
+/// Set by the kernel on a dump message when the object list changed while dumping.
+const NLM_F_DUMP_INTR: u16 = 0x10;
+const NETLINK_EXT_ACK: libc::c_int = 11;
+const NETLINK_GET_STRICT_CHK: libc::c_int = 12;
+const NETLINK_CAP_ACK: libc::c_int = 10;
+const NLMSGERR_ATTR_MSG: u16 = 1;
+/// The kernel never puts more than 32 KiB into one dump datagram; twice that leaves room.
+const RECV_BUFFER: usize = 64 * 1024;
+
+pub fn align(len: usize) -> usize {
+    (len + 3) & !3
+}
+
+/// One netlink message as the kernel sent it: its type, flags and payload (header removed).
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    pub kind: u16,
+    pub flags: u16,
+    pub payload: &'a [u8],
+}
+
+/// What a finished dump reports besides the messages it handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DumpEnd {
+    Complete,
+    /// The kernel flagged the dump as interrupted (`NLM_F_DUMP_INTR`): what was handed out
+    /// may mix two states of the table. The caller decides whether it can start again.
+    Interrupted,
+}
+
+pub struct NetlinkSocket {
+    fd: OwnedFd,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl NetlinkSocket {
+    /// Opens an rtnetlink socket in the network namespace of the *calling thread*. Only
+    /// `netns.rs` calls this, on a thread it has moved into the target namespace.
+    pub(crate) fn open_in_current_netns() -> io::Result<NetlinkSocket> {
+        // SAFETY: plain syscall; the fd is owned right away.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_ROUTE,
+            )
+        };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: raw is a fresh, valid fd that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // Strict checking makes the kernel honour the table/protocol filters of a dump
+        // request instead of walking every table; the ack options get us the kernel's own
+        // words when it refuses something.
+        for opt in [NETLINK_GET_STRICT_CHK, NETLINK_EXT_ACK, NETLINK_CAP_ACK] {
+            set_sockopt_int(&fd, libc::SOL_NETLINK, opt, 1)?;
+        }
+        Ok(NetlinkSocket {
+            fd,
+            seq: 0,
+            buf: vec![0; RECV_BUFFER],
+        })
+    }
+
+    /// Sends `kind` with the given payload as a dump request and hands each answer message
+    /// to `on_message` as it arrives. Stops at NLMSG_DONE; a kernel error ends the dump with
+    /// [`Error::Kernel`]; an error from `on_message` ends it early.
+    pub fn dump(
+        &mut self,
+        kind: u16,
+        payload: &[u8],
+        what: &str,
+        mut on_message: impl FnMut(Message<'_>) -> Result<()>,
+    ) -> Result<DumpEnd> {
+        let seq = self.send(kind, NLM_F_REQUEST | NLM_F_DUMP, payload, what)?;
+        let mut end = DumpEnd::Complete;
+        loop {
+            let len = self.recv(what)?;
+            let mut rest = &self.buf[..len];
+            while !rest.is_empty() {
+                let (msg, msg_seq, next) = split_message(rest, what)?;
+                rest = next;
+                if msg_seq != seq {
+                    continue; // a late answer to an earlier request: not ours to read
+                }
+                if msg.flags & NLM_F_DUMP_INTR != 0 {
+                    end = DumpEnd::Interrupted;
+                }
+                match msg.kind {
+                    NLMSG_DONE => {
+                        let errno = read_errno(msg.payload);
+                        if errno != 0 {
+                            return Err(Error::kernel(what, errno));
+                        }
+                        return Ok(end);
+                    }
+                    NLMSG_ERROR => {
+                        let errno = read_errno(msg.payload);
+                        if errno != 0 {
+                            return Err(kernel_error(what, errno, msg.payload));
+                        }
+                    }
+                    _ => on_message(msg)?,
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, kind: u16, flags: u16, payload: &[u8], what: &str) -> Result<u32> {
+        self.seq = self.seq.wrapping_add(1);
+        let total = NLMSG_HDRLEN + payload.len();
+        let mut msg = Vec::with_capacity(align(total));
+        msg.extend_from_slice(&(total as u32).to_ne_bytes());
+        msg.extend_from_slice(&kind.to_ne_bytes());
+        msg.extend_from_slice(&flags.to_ne_bytes());
+        msg.extend_from_slice(&self.seq.to_ne_bytes());
+        msg.extend_from_slice(&0u32.to_ne_bytes());
+        msg.extend_from_slice(payload);
+        // SAFETY: msg is a valid buffer of msg.len() bytes for the duration of the call.
+        let sent = unsafe {
+            libc::send(
+                self.fd.as_raw_fd(),
+                msg.as_ptr().cast(),
+                msg.len(),
+                0,
+            )
+        };
+        if sent < 0 {
+            return Err(Error::io(
+                format!("{what}: sending the request"),
+                io::Error::last_os_error(),
+            ));
+        }
+        Ok(self.seq)
+    }
+
+    fn recv(&mut self, what: &str) -> Result<usize> {
+        loop {
+            // MSG_TRUNC makes recv return the datagram's real length, so a message larger
+            // than our buffer is an error we can name instead of silently cut data.
+            // SAFETY: self.buf is valid for writes of its length.
+            let n = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    self.buf.as_mut_ptr().cast(),
+                    self.buf.len(),
+                    libc::MSG_TRUNC,
+                )
+            };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(Error::io(format!("{what}: reading from the kernel"), err));
+            }
+            let n = n as usize;
+            if n > self.buf.len() {
+                return Err(Error::Other(format!(
+                    "{what}: the kernel sent a {n}-byte datagram, larger than machnet's \
+                     {}-byte buffer; this is a bug in machnet",
+                    self.buf.len()
+                )));
+            }
+            return Ok(n);
+        }
+    }
+}
+
+/// The ack flag, for requests that change something (used by later commands).
+pub const REQUEST_ACK: u16 = NLM_F_REQUEST | NLM_F_ACK;
+
+fn set_sockopt_int(fd: &OwnedFd, level: i32, opt: i32, value: i32) -> io::Result<()> {
+    // SAFETY: value lives across the call and its size is passed along.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            opt,
+            (&value as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Splits the first message off a datagram: (message, its sequence number, the rest).
+fn split_message<'a>(data: &'a [u8], what: &str) -> Result<(Message<'a>, u32, &'a [u8])> {
+    let bad = |why: &str| {
+        Error::Other(format!(
+            "{what}: the kernel sent a netlink message machnet cannot decode ({why})"
+        ))
+    };
+    if data.len() < NLMSG_HDRLEN {
+        return Err(bad("short header"));
+    }
+    let len = u32::from_ne_bytes(data[0..4].try_into().unwrap()) as usize;
+    if len < NLMSG_HDRLEN || len > data.len() {
+        return Err(bad("length out of bounds"));
+    }
+    let msg = Message {
+        kind: u16::from_ne_bytes([data[4], data[5]]),
+        flags: u16::from_ne_bytes([data[6], data[7]]),
+        payload: &data[NLMSG_HDRLEN..len],
+    };
+    let seq = u32::from_ne_bytes(data[8..12].try_into().unwrap());
+    let next = align(len).min(data.len());
+    Ok((msg, seq, &data[next..]))
+}
+
+/// The (positive) errno of an NLMSG_ERROR / NLMSG_DONE payload; 0 means success.
+fn read_errno(payload: &[u8]) -> i32 {
+    payload
+        .get(0..4)
+        .map(|b| -i32::from_ne_bytes(b.try_into().unwrap()))
+        .unwrap_or(0)
+}
+
+/// A kernel refusal, with the kernel's extended-ack text when it gave one.
+fn kernel_error(what: &str, errno: i32, payload: &[u8]) -> Error {
+    match extack_message(payload) {
+        Some(text) => Error::kernel(format!("{what} (kernel: \"{text}\")"), errno),
+        None => Error::kernel(what, errno),
+    }
+}
+
+/// With NETLINK_CAP_ACK the error payload is errno + the original header (no body), then
+/// extended-ack attributes; NLMSGERR_ATTR_MSG carries the kernel's sentence.
+fn extack_message(payload: &[u8]) -> Option<String> {
+    let attrs = payload.get(4 + NLMSG_HDRLEN..)?;
+    attr::Attrs::new(attrs)
+        .filter_map(|a| a.ok())
+        .find(|a| a.kind == NLMSGERR_ATTR_MSG)
+        .map(|a| String::from_utf8_lossy(a.payload.split(|b| *b == 0).next().unwrap_or(&[])).into_owned())
+}

@@ -1,0 +1,191 @@
+//! What a command points at, and turning that into a pinned network namespace.
+//!
+//! Targets: a machine name (asked of systemd-machined), `.host` (the namespace machnet
+//! runs in), `netns:NAME` (an `ip netns` name under /run/netns) and `pid:N` (the network
+//! namespace of any process).
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::{Error, Result};
+use crate::machined::{Machine, Machined};
+use crate::netns::{self, ExtraNamespaces, PidfdInfo, PinnedNamespace};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Machine(String),
+    Host,
+    Netns(String),
+    Pid(u32),
+}
+
+impl FromStr for Target {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Target, String> {
+        let malformed = |why: &str| {
+            format!("malformed target {s:?}: {why}; expected a machine name, .host, netns:NAME or pid:N")
+        };
+        if s == ".host" {
+            return Ok(Target::Host);
+        }
+        if let Some(name) = s.strip_prefix("netns:") {
+            if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+                return Err(malformed("not a namespace name"));
+            }
+            return Ok(Target::Netns(name.to_string()));
+        }
+        if let Some(pid) = s.strip_prefix("pid:") {
+            return match pid.parse::<u32>() {
+                Ok(pid) if pid > 0 && pid <= i32::MAX as u32 => Ok(Target::Pid(pid)),
+                _ => Err(malformed("not a process id")),
+            };
+        }
+        // machined's own rule for machine names (hostname_is_valid): 1..64 characters of
+        // letters, digits, '-', '_' and '.', not starting with '.' or '-'.
+        let valid = !s.is_empty()
+            && s.len() <= 64
+            && !s.starts_with(['.', '-'])
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !valid {
+            return Err(malformed("not a valid machine name"));
+        }
+        Ok(Target::Machine(s.to_string()))
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Machine(name) => write!(f, "machine {name}"),
+            Target::Host => f.write_str(".host"),
+            Target::Netns(name) => write!(f, "netns:{name}"),
+            Target::Pid(pid) => write!(f, "pid:{pid}"),
+        }
+    }
+}
+
+/// A target held open: its namespace and, for a machine, what machined said about it.
+pub struct Resolved {
+    pub namespace: PinnedNamespace,
+    pub machine: Option<Machine>,
+}
+
+impl Target {
+    pub fn needs_machined(&self) -> bool {
+        matches!(self, Target::Machine(_))
+    }
+
+    /// Pins the target's namespace (and the process it came from, if any).
+    pub async fn resolve(&self, machined: Option<&Machined>, extra: ExtraNamespaces) -> Result<Resolved> {
+        match self {
+            Target::Host => Ok(Resolved {
+                namespace: netns::pin_own()?,
+                machine: None,
+            }),
+            Target::Netns(name) => Ok(Resolved {
+                namespace: netns::pin_named(name)?,
+                machine: None,
+            }),
+            Target::Pid(pid) => Ok(Resolved {
+                namespace: netns::pin_process(self.to_string(), *pid, extra, |_| Ok(()))
+                    .map_err(|e| match e {
+                        Error::StaleMachine(msg) => Error::NoSuchTarget(msg),
+                        other => other,
+                    })?,
+                machine: None,
+            }),
+            Target::Machine(name) => {
+                let machined = machined.expect("machine targets are resolved with machined");
+                let machine = machined.machine(name).await?;
+                let namespace = pin_machine(machined, &machine, extra).await?;
+                Ok(Resolved {
+                    namespace,
+                    machine: Some(machine),
+                })
+            }
+        }
+    }
+}
+
+/// Pins a machine's leader and proves the pinned process is that machine's leader.
+pub async fn pin_machine(machined: &Machined, machine: &Machine, extra: ExtraNamespaces) -> Result<PinnedNamespace> {
+    let label = format!("machine {}", machine.name);
+    let stale = |why: String| {
+        Error::StaleMachine(format!(
+            "machine {} is stale: {why}; machined still lists it, but it has no running leader to enter",
+            machine.name
+        ))
+    };
+    let pinned = netns::pin_process(label, machine.leader, extra, |info| verify_leader(machine, info))
+        .map_err(|e| match e {
+            Error::StaleMachine(why) => stale(why),
+            other => other,
+        })?;
+    // machined may have re-registered the machine with another leader meanwhile.
+    match machined.current_leader(&machine.path).await? {
+        Some(leader) if leader == machine.leader => Ok(pinned),
+        Some(leader) => Err(stale(format!(
+            "its leader changed from {} to {leader} while machnet was pinning it; try again",
+            machine.leader
+        ))),
+        None => Err(Error::NoSuchTarget(format!(
+            "machine {} was unregistered while machnet was pinning it",
+            machine.name
+        ))),
+    }
+}
+
+/// Newer machined publishes the leader's pidfd inode (LeaderPIDFDId): compare it. Older
+/// ones (systemd 252) do not: then the pinned process must sit in the machine's unit's
+/// cgroup, which a recycled PID of an unrelated process does not.
+fn verify_leader(machine: &Machine, info: &PidfdInfo<'_>) -> Result<()> {
+    if let Some(expected) = machine.leader_pidfd_id.filter(|id| *id != 0) {
+        let actual = info.inode()?;
+        if actual != expected {
+            return Err(Error::StaleMachine(format!(
+                "PID {} now belongs to another process (pidfd id {actual}, machined registered {expected})",
+                info.pid
+            )));
+        }
+        return Ok(());
+    }
+    if machine.class == "host" {
+        return Ok(()); // .host's leader is PID 1, in no machine unit.
+    }
+    let cgroups = info.cgroups()?;
+    let in_unit = cgroups
+        .iter()
+        .any(|path| path.split('/').any(|part| part == machine.unit));
+    if in_unit {
+        Ok(())
+    } else {
+        Err(Error::StaleMachine(format!(
+            "PID {} now belongs to a process outside the machine's unit {} (its cgroup is {})",
+            info.pid,
+            machine.unit,
+            cgroups.first().map(String::as_str).unwrap_or("unknown")
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_kind_of_target() {
+        assert_eq!("qbittorrent".parse(), Ok(Target::Machine("qbittorrent".into())));
+        assert_eq!(".host".parse(), Ok(Target::Host));
+        assert_eq!("netns:blue".parse(), Ok(Target::Netns("blue".into())));
+        assert_eq!("pid:42".parse(), Ok(Target::Pid(42)));
+    }
+
+    #[test]
+    fn rejects_malformed_targets() {
+        for bad in ["", "pid:", "pid:0", "pid:x", "netns:", "netns:../x", "a/b", ".x", "-x", "a b"] {
+            let err = bad.parse::<Target>().unwrap_err();
+            assert!(err.starts_with("malformed target"), "{bad}: {err}");
+        }
+    }
+}
