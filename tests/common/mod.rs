@@ -1,0 +1,103 @@
+//! Shared by the integration tests: the real testbed (scripts/testbed) and ways to run
+//! machnet and `ip` against it.
+//!
+//! These tests need root and the testbed that `scripts/test` brings up inside a throwaway
+//! network and mount namespace. Without it they fail with a message saying so: they never
+//! skip, so a run without a testbed cannot pass by accident.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+pub struct Testbed {
+    pub dir: PathBuf,
+    /// machine name → (leader pid, netns path)
+    pub machines: HashMap<String, (u32, String)>,
+}
+
+pub fn testbed() -> Testbed {
+    let dir = match std::env::var("MACHNET_TESTBED_DIR") {
+        Ok(dir) if std::env::var("MACHNET_TESTBED").as_deref() == Ok("1") => PathBuf::from(dir),
+        _ => panic!(
+            "these tests need the real testbed (systemd-machined, an nspawn container, netns \
+             machines) and root: run them with `scripts/test`, not plain `cargo test`"
+        ),
+    };
+    let tsv = std::fs::read_to_string(dir.join("machines.tsv")).expect("testbed machines.tsv");
+    let machines = tsv
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (
+                f[0].to_string(),
+                (f[1].parse().expect("leader pid"), f.get(2).unwrap_or(&"").to_string()),
+            )
+        })
+        .collect();
+    Testbed { dir, machines }
+}
+
+impl Testbed {
+    pub fn leader(&self, machine: &str) -> u32 {
+        self.machines
+            .get(machine)
+            .unwrap_or_else(|| panic!("testbed has no machine {machine}"))
+            .0
+    }
+
+    /// `ip ARGS` inside a machine's network namespace (nsenter by the leader PID, as a
+    /// user would do it by hand).
+    pub fn ip(&self, machine: &str, args: &[&str]) -> Output {
+        let leader = self.leader(machine).to_string();
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["-t", &leader, "-n", "ip"]).args(args);
+        run(cmd)
+    }
+}
+
+pub fn machnet_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_machnet")
+}
+
+pub fn machnet(args: &[&str]) -> Output {
+    let mut cmd = Command::new(machnet_bin());
+    cmd.args(args);
+    run(cmd)
+}
+
+pub fn run(mut cmd: Command) -> Output {
+    cmd.stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).expect("utf-8 stdout")
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts success and returns stdout.
+pub fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed with {:?}\nstderr: {}",
+        out.status,
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+/// Asserts a clean failure: the given exit code, nothing on stdout, one message on stderr.
+pub fn fails_cleanly(out: &Output, code: i32, what: &str) -> String {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(code), "{what}: exit code; stderr: {err}");
+    assert!(out.stdout.is_empty(), "{what}: stdout must stay empty, got {:?}", stdout(out));
+    assert!(err.starts_with("machnet: "), "{what}: stderr {err:?}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{what}: one line on stderr, got {err:?}");
+    err
+}

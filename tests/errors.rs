@@ -1,0 +1,142 @@
+//! Every bad input: one sentence on stderr, a meaningful exit code, nothing on stdout.
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::*;
+
+#[test]
+fn unknown_machine_names_the_known_ones_and_the_nearest() {
+    let _bed = testbed();
+    let out = machnet(&["routes", "qbitorrent"]);
+    let err = fails_cleanly(&out, 3, "unknown machine");
+    for known in ["qbittorrent", "corpus", "hostshare", "stale"] {
+        assert!(err.contains(known), "should name {known}: {err}");
+    }
+    assert!(err.contains("did you mean \"qbittorrent\""), "{err}");
+}
+
+#[test]
+fn stale_machine_is_never_entered() {
+    let bed = testbed();
+    let out = machnet(&["routes", "stale"]);
+    let err = fails_cleanly(&out, 6, "stale machine");
+    assert!(err.contains("stale"), "{err}");
+    let out = machnet(&["exec", "stale", "--", "true"]);
+    fails_cleanly(&out, 6, "exec on a stale machine");
+    let _ = bed;
+}
+
+/// The PID-reuse hazard for real: a stale machine whose dead leader's PID now belongs to
+/// an unrelated process. machnet must refuse it, not enter that process's namespace.
+#[test]
+fn stale_machine_whose_pid_was_reused_is_refused() {
+    let bed = testbed();
+    let reused = bed.dir.join("reused-pid");
+    let Ok(pid) = std::fs::read_to_string(&reused) else {
+        panic!("the testbed records the stale machine's recycled PID in {}", reused.display());
+    };
+    let out = machnet(&["routes", "reused"]);
+    let err = fails_cleanly(&out, 6, "machine whose leader PID was reused");
+    assert!(err.contains(pid.trim()), "should name PID {}: {err}", pid.trim());
+}
+
+#[test]
+fn malformed_targets_and_tables_are_usage_errors() {
+    for args in [
+        &["routes", "a/b"][..],
+        &["routes", "pid:nope"],
+        &["routes", "netns:"],
+        &["routes", "corpus", "--table", "nonsense"],
+    ] {
+        let out = machnet(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert!(!err.is_empty(), "{args:?}");
+    }
+}
+
+#[test]
+fn missing_netns_and_pid_are_not_found() {
+    fails_cleanly(&machnet(&["routes", "netns:does-not-exist"]), 3, "missing netns");
+    fails_cleanly(&machnet(&["routes", "pid:2147483000"]), 3, "missing pid");
+}
+
+#[test]
+fn unreachable_bus_says_machined_is_unavailable() {
+    let _bed = testbed();
+    let mut cmd = Command::new(machnet_bin());
+    cmd.args(["routes", "corpus"])
+        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus.sock");
+    let err = fails_cleanly(&run(cmd), 4, "no bus");
+    assert!(err.contains("systemd-machined"), "{err}");
+}
+
+/// A real bus with no machined on it (a second private dbus-daemon this test starts).
+#[test]
+fn bus_without_machined_says_machined_is_not_running() {
+    let bed = testbed();
+    let dir = bed.dir.join(format!("empty-bus-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = std::fs::read_to_string(bed.dir.join("bus.conf")).expect("testbed bus.conf");
+    let sock = dir.join("bus.sock");
+    let conf = conf.replace(
+        &conf[conf.find("<listen>").unwrap()..conf.find("</listen>").unwrap() + 9],
+        &format!("<listen>unix:path={}</listen>", sock.display()),
+    );
+    std::fs::write(dir.join("bus.conf"), conf).unwrap();
+    let daemon = Command::new("dbus-daemon")
+        .arg(format!("--config-file={}", dir.join("bus.conf").display()))
+        .arg("--nofork")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("dbus-daemon");
+    let _guard = KillOnDrop(daemon);
+    for _ in 0..100 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut cmd = Command::new(machnet_bin());
+    cmd.args(["list"])
+        .env("DBUS_SYSTEM_BUS_ADDRESS", format!("unix:path={}", sock.display()));
+    let err = fails_cleanly(&run(cmd), 4, "bus without machined");
+    assert!(err.contains("not running"), "{err}");
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn not_root_says_which_capability_is_missing() {
+    let _bed = testbed();
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .arg(machnet_bin())
+        .args(["routes", "corpus"]);
+    let err = fails_cleanly(&run(cmd), 5, "not root");
+    assert!(err.contains("CAP_SYS_ADMIN"), "{err}");
+}
+
+#[test]
+fn machine_sharing_the_host_netns_says_so() {
+    let bed = testbed();
+    let out = machnet(&["routes", "hostshare"]);
+    let err = stderr(&out);
+    let routes = ok(out, "machnet routes hostshare");
+    assert!(err.contains("shares the host's network namespace"), "{err}");
+    let mut ip = Command::new("ip");
+    ip.args(["route", "show"]);
+    let host = ok(run(ip), "ip route");
+    assert_eq!(routes, host, "hostshare's routes are the host's");
+    let _ = bed;
+}
