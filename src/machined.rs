@@ -16,7 +16,14 @@ pub const MANAGER_INTERFACE: &str = "org.freedesktop.machine1.Manager";
 pub const MACHINE_INTERFACE: &str = "org.freedesktop.machine1.Machine";
 
 /// The Machine properties machnet reads. LeaderPIDFDId only exists in systemd 257+.
-pub const MACHINE_PROPERTIES: [&str; 6] = ["Name", "Class", "Service", "Leader", "Unit", "RootDirectory"];
+pub const MACHINE_PROPERTIES: [&str; 6] = [
+    "Name",
+    "Class",
+    "Service",
+    "Leader",
+    "Unit",
+    "RootDirectory",
+];
 /// Read when present; machined 252 (Debian 12) does not have it.
 pub const OPTIONAL_MACHINE_PROPERTIES: [&str; 1] = ["LeaderPIDFDId"];
 /// A bus that does not answer within this is treated as unreachable.
@@ -80,7 +87,8 @@ impl Machined {
         let path = match timed_raw(self.manager.get_machine(name)).await {
             Ok(path) => path,
             Err(CallError::Dbus(e))
-                if error_name(&e).is_some_and(|(n, _)| n == "org.freedesktop.machine1.NoSuchMachine") =>
+                if error_name(&e)
+                    .is_some_and(|(n, _)| n == "org.freedesktop.machine1.NoSuchMachine") =>
             {
                 return Err(self.unknown_machine(name).await);
             }
@@ -161,7 +169,10 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 impl Machine {
-    fn from_properties(path: OwnedObjectPath, all: &HashMap<String, OwnedVariant>) -> Result<Machine> {
+    fn from_properties(
+        path: OwnedObjectPath,
+        all: &HashMap<String, OwnedVariant>,
+    ) -> Result<Machine> {
         let string = |key: &str| -> Result<String> {
             let value = all.get(key).ok_or_else(|| missing(key))?;
             value
@@ -175,7 +186,10 @@ impl Machine {
             .downcast_ref::<u32>()
             .map_err(|_| wrong_type("Leader"))?;
         let leader_pidfd_id = match all.get("LeaderPIDFDId") {
-            Some(v) => Some(v.downcast_ref::<u64>().map_err(|_| wrong_type("LeaderPIDFDId"))?),
+            Some(v) => Some(
+                v.downcast_ref::<u64>()
+                    .map_err(|_| wrong_type("LeaderPIDFDId"))?,
+            ),
             None => None,
         };
         Ok(Machine {
@@ -192,11 +206,15 @@ impl Machine {
 }
 
 fn missing(key: &str) -> Error {
-    Error::Other(format!("systemd-machined sent no {key} property for a machine"))
+    Error::Other(format!(
+        "systemd-machined sent no {key} property for a machine"
+    ))
 }
 
 fn wrong_type(key: &str) -> Error {
-    Error::Other(format!("systemd-machined sent the {key} property with an unexpected type"))
+    Error::Other(format!(
+        "systemd-machined sent the {key} property with an unexpected type"
+    ))
 }
 
 /// The D-Bus error name and text of an error reply (zbus reports the standard
@@ -234,14 +252,19 @@ impl CallError {
     }
 }
 
-async fn timed_raw<T>(call: impl std::future::Future<Output = zbus::Result<T>>) -> std::result::Result<T, CallError> {
+async fn timed_raw<T>(
+    call: impl std::future::Future<Output = zbus::Result<T>>,
+) -> std::result::Result<T, CallError> {
     match tokio::time::timeout(CALL_TIMEOUT, call).await {
         Ok(result) => result.map_err(CallError::Dbus),
         Err(_) => Err(CallError::Timeout),
     }
 }
 
-async fn timed<T>(what: &str, call: impl std::future::Future<Output = zbus::Result<T>>) -> Result<T> {
+async fn timed<T>(
+    what: &str,
+    call: impl std::future::Future<Output = zbus::Result<T>>,
+) -> Result<T> {
     timed_raw(call).await.map_err(|e| e.into_error(what))
 }
 
@@ -250,19 +273,29 @@ async fn timed<T>(what: &str, call: impl std::future::Future<Output = zbus::Resu
 fn unavailable(what: &str, e: zbus::Error) -> Error {
     if let Some((name, detail)) = error_name(&e) {
         match name.as_str() {
-            "org.freedesktop.DBus.Error.ServiceUnknown" | "org.freedesktop.DBus.Error.NameHasNoOwner" => {
+            "org.freedesktop.DBus.Error.ServiceUnknown"
+            | "org.freedesktop.DBus.Error.NameHasNoOwner" => {
                 return Error::MachinedUnavailable {
-                    detail: format!("{what}: systemd-machined is not running on the bus ({detail})"),
+                    detail: format!(
+                        "{what}: systemd-machined is not running on the bus ({detail})"
+                    ),
                 }
             }
-            "org.freedesktop.DBus.Error.AccessDenied" | "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired" => {
-                return Error::Permission(format!("{what}: the bus refused the call ({detail}); run machnet as root"))
+            "org.freedesktop.DBus.Error.AccessDenied"
+            | "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired" => {
+                return Error::Permission(format!(
+                    "{what}: the bus refused the call ({detail}); run machnet as root"
+                ))
             }
-            "org.freedesktop.DBus.Error.UnknownObject" | "org.freedesktop.DBus.Error.UnknownMethod" | "org.freedesktop.DBus.Error.UnknownInterface" => {
+            "org.freedesktop.DBus.Error.UnknownObject"
+            | "org.freedesktop.DBus.Error.UnknownMethod"
+            | "org.freedesktop.DBus.Error.UnknownInterface" => {
                 return Error::NoSuchTarget(format!("{what}: the machine disappeared ({detail})"))
             }
             _ => {
-                return Error::Other(format!("{what}: systemd-machined answered {name}: {detail}"))
+                return Error::Other(format!(
+                    "{what}: systemd-machined answered {name}: {detail}"
+                ))
             }
         }
     }

@@ -14,7 +14,9 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         // A closed pipe (`machnet routes x | head`) is the reader's choice, not a failure.
-        Err(Error::Io { source, .. }) if source.kind() == ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(Error::Io { source, .. }) if source.kind() == ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
         Err(err) => {
             eprintln!("machnet: {err}");
             ExitCode::from(err.exit_code().clamp(1, 255) as u8)

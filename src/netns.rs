@@ -99,10 +99,7 @@ pub fn pin_process(
             Error::io(format!("{label}: pinning process {pid}"), e.into())
         }
     })?;
-    verify(&PidfdInfo {
-        pid,
-        pidfd: &pidfd,
-    })?;
+    verify(&PidfdInfo { pid, pidfd: &pidfd })?;
     let proc_dir = PathBuf::from(format!("/proc/{pid}/ns"));
     let netns = open_ns(&proc_dir.join("net"), &label)?;
     let extra_fds = extra
@@ -174,7 +171,8 @@ pub fn pin_named(name: &str) -> Result<PinnedNamespace> {
 
 /// The namespace machnet itself runs in.
 pub fn pin_own() -> Result<PinnedNamespace> {
-    let fd = File::open("/proc/self/ns/net").map_err(|e| Error::io("opening /proc/self/ns/net", e))?;
+    let fd =
+        File::open("/proc/self/ns/net").map_err(|e| Error::io("opening /proc/self/ns/net", e))?;
     PinnedNamespace::from_fd(".host".to_string(), fd.into())
 }
 
@@ -218,7 +216,12 @@ impl PinnedNamespace {
                 .join()
                 .map_err(|_| Error::Other("the namespace thread panicked".into()))
         })?;
-        socket.map_err(|e| Error::io(format!("{}: opening a netlink socket inside", self.label), e))
+        socket.map_err(|e| {
+            Error::io(
+                format!("{}: opening a netlink socket inside", self.label),
+                e,
+            )
+        })
     }
 
     /// Runs `program` with only this network namespace switched (plus `extra` when
@@ -248,7 +251,12 @@ impl PinnedNamespace {
             .find(|(f, _)| *f == CloneFlags::CLONE_NEWPID)
             .map(|(_, fd)| *fd);
         let in_child: Vec<(CloneFlags, i32)> = std::iter::once((CloneFlags::CLONE_NEWNET, netns))
-            .chain(extra_fds.iter().copied().filter(|(f, _)| *f != CloneFlags::CLONE_NEWPID))
+            .chain(
+                extra_fds
+                    .iter()
+                    .copied()
+                    .filter(|(f, _)| *f != CloneFlags::CLONE_NEWPID),
+            )
             .collect();
 
         let mut command = Command::new(&program_path);
@@ -266,7 +274,13 @@ impl PinnedNamespace {
                 // Nothing of machnet's (bus socket, pidfd, namespace fds) reaches the command:
                 // mark every fd above stderr close-on-exec. (Closing them outright would also
                 // close the pipe std uses to report a failed exec.)
-                if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) != 0 {
+                if libc::syscall(
+                    libc::SYS_close_range,
+                    3u32,
+                    u32::MAX,
+                    libc::CLOSE_RANGE_CLOEXEC,
+                ) != 0
+                {
                     return Err(io::Error::last_os_error());
                 }
                 libc::signal(libc::SIGINT, libc::SIG_DFL);
@@ -362,13 +376,15 @@ fn has_exited(pidfd: &OwnedFd) -> Result<bool> {
 }
 
 fn open_ns(path: &Path, label: &str) -> Result<OwnedFd> {
-    File::open(path).map(OwnedFd::from).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => Error::StaleMachine(format!(
-            "{label}: {} is gone (the process exited)",
-            path.display()
-        )),
-        _ => Error::io(format!("{label}: opening {}", path.display()), e),
-    })
+    File::open(path)
+        .map(OwnedFd::from)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => Error::StaleMachine(format!(
+                "{label}: {} is gone (the process exited)",
+                path.display()
+            )),
+            _ => Error::io(format!("{label}: opening {}", path.display()), e),
+        })
 }
 
 fn fd_inode(fd: &OwnedFd) -> Result<u64> {

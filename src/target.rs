@@ -46,7 +46,8 @@ impl FromStr for Target {
         let valid = !s.is_empty()
             && s.len() <= 64
             && !s.starts_with(['.', '-'])
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         if !valid {
             return Err(malformed("not a valid machine name"));
         }
@@ -77,7 +78,11 @@ impl Target {
     }
 
     /// Pins the target's namespace (and the process it came from, if any).
-    pub async fn resolve(&self, machined: Option<&Machined>, extra: ExtraNamespaces) -> Result<Resolved> {
+    pub async fn resolve(
+        &self,
+        machined: Option<&Machined>,
+        extra: ExtraNamespaces,
+    ) -> Result<Resolved> {
         match self {
             Target::Host => Ok(Resolved {
                 namespace: netns::pin_own()?,
@@ -88,11 +93,12 @@ impl Target {
                 machine: None,
             }),
             Target::Pid(pid) => Ok(Resolved {
-                namespace: netns::pin_process(self.to_string(), *pid, extra, |_| Ok(()))
-                    .map_err(|e| match e {
+                namespace: netns::pin_process(self.to_string(), *pid, extra, |_| Ok(())).map_err(
+                    |e| match e {
                         Error::StaleMachine(msg) => Error::NoSuchTarget(msg),
                         other => other,
-                    })?,
+                    },
+                )?,
                 machine: None,
             }),
             Target::Machine(name) => {
@@ -109,7 +115,11 @@ impl Target {
 }
 
 /// Pins a machine's leader and proves the pinned process is that machine's leader.
-pub async fn pin_machine(machined: &Machined, machine: &Machine, extra: ExtraNamespaces) -> Result<PinnedNamespace> {
+pub async fn pin_machine(
+    machined: &Machined,
+    machine: &Machine,
+    extra: ExtraNamespaces,
+) -> Result<PinnedNamespace> {
     let label = format!("machine {}", machine.name);
     let stale = |why: String| {
         Error::StaleMachine(format!(
@@ -117,11 +127,13 @@ pub async fn pin_machine(machined: &Machined, machine: &Machine, extra: ExtraNam
             machine.name
         ))
     };
-    let pinned = netns::pin_process(label, machine.leader, extra, |info| verify_leader(machine, info))
-        .map_err(|e| match e {
-            Error::StaleMachine(why) => stale(why),
-            other => other,
-        })?;
+    let pinned = netns::pin_process(label, machine.leader, extra, |info| {
+        verify_leader(machine, info)
+    })
+    .map_err(|e| match e {
+        Error::StaleMachine(why) => stale(why),
+        other => other,
+    })?;
     // machined may have re-registered the machine with another leader meanwhile.
     match machined.current_leader(&machine.path).await? {
         Some(leader) if leader == machine.leader => Ok(pinned),
@@ -175,7 +187,10 @@ mod tests {
 
     #[test]
     fn parses_every_kind_of_target() {
-        assert_eq!("qbittorrent".parse(), Ok(Target::Machine("qbittorrent".into())));
+        assert_eq!(
+            "qbittorrent".parse(),
+            Ok(Target::Machine("qbittorrent".into()))
+        );
         assert_eq!(".host".parse(), Ok(Target::Host));
         assert_eq!("netns:blue".parse(), Ok(Target::Netns("blue".into())));
         assert_eq!("pid:42".parse(), Ok(Target::Pid(42)));
@@ -183,7 +198,18 @@ mod tests {
 
     #[test]
     fn rejects_malformed_targets() {
-        for bad in ["", "pid:", "pid:0", "pid:x", "netns:", "netns:../x", "a/b", ".x", "-x", "a b"] {
+        for bad in [
+            "",
+            "pid:",
+            "pid:0",
+            "pid:x",
+            "netns:",
+            "netns:../x",
+            "a/b",
+            ".x",
+            "-x",
+            "a b",
+        ] {
             let err = bad.parse::<Target>().unwrap_err();
             assert!(err.starts_with("malformed target"), "{bad}: {err}");
         }

@@ -35,11 +35,18 @@ fn stale_machine_whose_pid_was_reused_is_refused() {
     let bed = testbed();
     let reused = bed.dir.join("reused-pid");
     let Ok(pid) = std::fs::read_to_string(&reused) else {
-        panic!("the testbed records the stale machine's recycled PID in {}", reused.display());
+        panic!(
+            "the testbed records the stale machine's recycled PID in {}",
+            reused.display()
+        );
     };
     let out = machnet(&["routes", "reused"]);
     let err = fails_cleanly(&out, 6, "machine whose leader PID was reused");
-    assert!(err.contains(pid.trim()), "should name PID {}: {err}", pid.trim());
+    assert!(
+        err.contains(pid.trim()),
+        "should name PID {}: {err}",
+        pid.trim()
+    );
 }
 
 #[test]
@@ -60,7 +67,11 @@ fn malformed_targets_and_tables_are_usage_errors() {
 
 #[test]
 fn missing_netns_and_pid_are_not_found() {
-    fails_cleanly(&machnet(&["routes", "netns:does-not-exist"]), 3, "missing netns");
+    fails_cleanly(
+        &machnet(&["routes", "netns:does-not-exist"]),
+        3,
+        "missing netns",
+    );
     fails_cleanly(&machnet(&["routes", "pid:2147483000"]), 3, "missing pid");
 }
 
@@ -101,8 +112,10 @@ fn bus_without_machined_says_machined_is_not_running() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let mut cmd = Command::new(machnet_bin());
-    cmd.args(["list"])
-        .env("DBUS_SYSTEM_BUS_ADDRESS", format!("unix:path={}", sock.display()));
+    cmd.args(["list"]).env(
+        "DBUS_SYSTEM_BUS_ADDRESS",
+        format!("unix:path={}", sock.display()),
+    );
     let err = fails_cleanly(&run(cmd), 4, "bus without machined");
     assert!(err.contains("not running"), "{err}");
 }
@@ -120,9 +133,14 @@ impl Drop for KillOnDrop {
 fn not_root_says_which_capability_is_missing() {
     let _bed = testbed();
     let mut cmd = Command::new("setpriv");
-    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
-        .arg(machnet_bin())
-        .args(["routes", "corpus"]);
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+    ])
+    .arg(machnet_bin())
+    .args(["routes", "corpus"]);
     let err = fails_cleanly(&run(cmd), 5, "not root");
     assert!(err.contains("CAP_SYS_ADMIN"), "{err}");
 }

@@ -28,7 +28,14 @@ fn row<'a>(rows: &'a [Value], name: &str) -> &'a Value {
 fn list_shows_every_machine_with_its_namespace() {
     let bed = testbed();
     let rows = listing();
-    for name in ["qbittorrent", "corpus", "empty", "hostshare", "stale", ".host"] {
+    for name in [
+        "qbittorrent",
+        "corpus",
+        "empty",
+        "hostshare",
+        "stale",
+        ".host",
+    ] {
         row(&rows, name);
     }
     let qbit = row(&rows, "qbittorrent");
@@ -51,7 +58,8 @@ fn list_interfaces_match_ip_addr() {
     let bed = testbed();
     let rows = listing();
     for name in ["qbittorrent", "corpus", "empty"] {
-        let ip: Value = serde_json::from_str(&ok(bed.ip(name, &["-j", "addr", "show"]), "ip -j addr")).unwrap();
+        let ip: Value =
+            serde_json::from_str(&ok(bed.ip(name, &["-j", "addr", "show"]), "ip -j addr")).unwrap();
         let ours = row(&rows, name)["interfaces"].as_array().unwrap().clone();
         let ip = ip.as_array().unwrap();
         assert_eq!(ours.len(), ip.len(), "{name}: interface count");
@@ -64,7 +72,12 @@ fn list_interfaces_match_ip_addr() {
                     .as_array()
                     .unwrap()
                     .iter()
-                    .map(|a| (a["local"].as_str().unwrap().to_string(), a["prefixlen"].as_u64().unwrap()))
+                    .map(|a| {
+                        (
+                            a["local"].as_str().unwrap().to_string(),
+                            a["prefixlen"].as_u64().unwrap(),
+                        )
+                    })
                     .collect()
             };
             assert_eq!(addrs(mine), addrs(theirs), "{name} {}", mine["ifname"]);
@@ -93,16 +106,30 @@ fn list_table_labels_host_sharing_and_stale_machines() {
 fn exec_runs_a_host_command_in_the_machine_netns() {
     let bed = testbed();
     for machine in ["qbittorrent", "corpus"] {
-        let mine = ok(machnet(&["exec", machine, "--", "ip", "route", "show", "table", "all"]), "exec ip route");
-        let theirs = ok(bed.ip(machine, &["route", "show", "table", "all"]), "nsenter ip route");
+        let mine = ok(
+            machnet(&["exec", machine, "--", "ip", "route", "show", "table", "all"]),
+            "exec ip route",
+        );
+        let theirs = ok(
+            bed.ip(machine, &["route", "show", "table", "all"]),
+            "nsenter ip route",
+        );
         assert_eq!(mine, theirs, "{machine}");
     }
     // Only the network namespace moves by default: mount and UTS stay the host's.
     let probe = "readlink /proc/self/ns/net /proc/self/ns/mnt /proc/self/ns/uts; hostname";
-    let inside = ok(machnet(&["exec", "qbittorrent", "--", "sh", "-c", probe]), "exec probe");
+    let inside = ok(
+        machnet(&["exec", "qbittorrent", "--", "sh", "-c", probe]),
+        "exec probe",
+    );
     let lines: Vec<&str> = inside.lines().collect();
     let leader = bed.leader("qbittorrent");
-    let link = |p: String| std::fs::read_link(p).unwrap().to_string_lossy().into_owned();
+    let link = |p: String| {
+        std::fs::read_link(p)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
     assert_eq!(lines[0], link(format!("/proc/{leader}/ns/net")));
     assert_eq!(lines[1], link("/proc/self/ns/mnt".into()));
     assert_eq!(lines[2], link("/proc/self/ns/uts".into()));
@@ -112,13 +139,24 @@ fn exec_runs_a_host_command_in_the_machine_netns() {
 #[test]
 fn exec_passes_status_stdio_and_no_file_descriptors() {
     let _bed = testbed();
-    let out = machnet(&["exec", "corpus", "--", "sh", "-c", "echo out; echo err >&2; exit 7"]);
+    let out = machnet(&[
+        "exec",
+        "corpus",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 7",
+    ]);
     assert_eq!(out.status.code(), Some(7));
     assert_eq!(stdout(&out), "out\n");
     assert_eq!(stderr(&out), "err\n");
 
     let out = machnet(&["exec", "corpus", "--", "sh", "-c", "kill -TERM $$"]);
-    assert_eq!(out.status.code(), Some(128 + 15), "signal death maps to 128+N");
+    assert_eq!(
+        out.status.code(),
+        Some(128 + 15),
+        "signal death maps to 128+N"
+    );
 
     let mut child = Command::new(machnet_bin())
         .args(["exec", "corpus", "--", "cat"])
@@ -126,7 +164,12 @@ fn exec_passes_status_stdio_and_no_file_descriptors() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"through stdin\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"through stdin\n")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(String::from_utf8(out.stdout).unwrap(), "through stdin\n");
 
@@ -138,25 +181,45 @@ fn exec_passes_status_stdio_and_no_file_descriptors() {
     let fds: Vec<&str> = fds.split_whitespace().collect();
     assert_eq!(fds, ["0", "1", "2"], "leaked fds");
 
-    fails_cleanly(&machnet(&["exec", "corpus", "--", "no-such-command-xyz"]), 127, "missing command");
+    fails_cleanly(
+        &machnet(&["exec", "corpus", "--", "no-such-command-xyz"]),
+        127,
+        "missing command",
+    );
 }
 
 #[test]
 fn exec_joins_more_namespaces_only_when_asked() {
     let _bed = testbed();
-    let uts = ok(machnet(&["exec", "-u", "qbittorrent", "--", "hostname"]), "exec -u hostname");
+    let uts = ok(
+        machnet(&["exec", "-u", "qbittorrent", "--", "hostname"]),
+        "exec -u hostname",
+    );
     assert_eq!(uts.trim(), "qbittorrent");
     let os = ok(
-        machnet(&["exec", "-m", "qbittorrent", "--", "/bin/cat", "/etc/os-release"]),
+        machnet(&[
+            "exec",
+            "-m",
+            "qbittorrent",
+            "--",
+            "/bin/cat",
+            "/etc/os-release",
+        ]),
         "exec -m cat os-release",
     );
-    assert!(os.contains("machnet-testbed"), "the container's own os-release: {os}");
+    assert!(
+        os.contains("machnet-testbed"),
+        "the container's own os-release: {os}"
+    );
     let pid = ok(
         machnet(&["exec", "-p", "qbittorrent", "--", "sh", "-c", "echo $$"]),
         "exec -p",
     );
     let pid: u32 = pid.trim().parse().unwrap();
-    assert!(pid < 100, "a PID inside the container's PID namespace, got {pid}");
+    assert!(
+        pid < 100,
+        "a PID inside the container's PID namespace, got {pid}"
+    );
     let err = fails_cleanly(
         &machnet(&["exec", "-m", "netns:corpus", "--", "true"]),
         2,

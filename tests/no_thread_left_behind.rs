@@ -50,11 +50,24 @@ fn every_thread_stays_in_its_own_namespace() {
                     names: &names,
                     links: &links,
                     options: ShowOptions { all_tables: true },
-                    format: if round % 2 == 0 { Format::Text } else { Format::Json },
+                    format: if round % 2 == 0 {
+                        Format::Text
+                    } else {
+                        Format::Json
+                    },
                     hz: 100,
                 };
                 let mut out = Vec::new();
-                stream_routes(&mut sock, RouteQuery { family: 0, table: None }, &printer, &mut out).unwrap();
+                stream_routes(
+                    &mut sock,
+                    RouteQuery {
+                        family: 0,
+                        table: None,
+                    },
+                    &printer,
+                    &mut out,
+                )
+                .unwrap();
                 dumped += out.len();
                 // A task on a runtime worker in between, so worker threads are in play.
                 tokio::task::spawn(async {}).await.unwrap();
@@ -62,19 +75,44 @@ fn every_thread_stays_in_its_own_namespace() {
         }
         // exec forks from a helper thread that joins the PID namespace: it too must end.
         let resolved = Target::Machine("qbittorrent".into())
-            .resolve(Some(&machined), ExtraNamespaces { pid: true, ..Default::default() })
+            .resolve(
+                Some(&machined),
+                ExtraNamespaces {
+                    pid: true,
+                    ..Default::default()
+                },
+            )
             .await
             .unwrap();
         let code = resolved
             .namespace
-            .exec("true", &[], ExtraNamespaces { pid: true, ..Default::default() })
+            .exec(
+                "true",
+                &[],
+                ExtraNamespaces {
+                    pid: true,
+                    ..Default::default()
+                },
+            )
             .unwrap();
         assert_eq!(code, 0);
     });
     assert!(dumped > 0);
-    let strays: Vec<_> = thread_namespaces().into_iter().filter(|(_, ino)| *ino != home).collect();
-    assert!(strays.is_empty(), "threads left in other namespaces: {strays:?}");
+    let strays: Vec<_> = thread_namespaces()
+        .into_iter()
+        .filter(|(_, ino)| *ino != home)
+        .collect();
+    assert!(
+        strays.is_empty(),
+        "threads left in other namespaces: {strays:?}"
+    );
     drop(runtime);
-    let strays: Vec<_> = thread_namespaces().into_iter().filter(|(_, ino)| *ino != home).collect();
-    assert!(strays.is_empty(), "threads left in other namespaces: {strays:?}");
+    let strays: Vec<_> = thread_namespaces()
+        .into_iter()
+        .filter(|(_, ino)| *ino != home)
+        .collect();
+    assert!(
+        strays.is_empty(),
+        "threads left in other namespaces: {strays:?}"
+    );
 }

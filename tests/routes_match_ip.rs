@@ -12,15 +12,33 @@ const SELECTIONS: &[(&[&str], &[&str])] = &[
     (&["-4"], &["-4", "route", "show"]),
     (&["-6"], &["-6", "route", "show"]),
     (&["--table", "all"], &["route", "show", "table", "all"]),
-    (&["-4", "--table", "all"], &["-4", "route", "show", "table", "all"]),
-    (&["-6", "--table", "all"], &["-6", "route", "show", "table", "all"]),
+    (
+        &["-4", "--table", "all"],
+        &["-4", "route", "show", "table", "all"],
+    ),
+    (
+        &["-6", "--table", "all"],
+        &["-6", "route", "show", "table", "all"],
+    ),
     (&["--table", "local"], &["route", "show", "table", "local"]),
-    (&["-6", "--table", "local"], &["-6", "route", "show", "table", "local"]),
+    (
+        &["-6", "--table", "local"],
+        &["-6", "route", "show", "table", "local"],
+    ),
     (&["--table", "100"], &["route", "show", "table", "100"]),
-    (&["-6", "--table", "100"], &["-6", "route", "show", "table", "100"]),
+    (
+        &["-6", "--table", "100"],
+        &["-6", "route", "show", "table", "100"],
+    ),
     (&["--table", "1000"], &["route", "show", "table", "1000"]),
-    (&["--table", "4294967290"], &["route", "show", "table", "4294967290"]),
-    (&["-6", "--table", "4294967290"], &["-6", "route", "show", "table", "4294967290"]),
+    (
+        &["--table", "4294967290"],
+        &["route", "show", "table", "4294967290"],
+    ),
+    (
+        &["-6", "--table", "4294967290"],
+        &["-6", "route", "show", "table", "4294967290"],
+    ),
 ];
 
 const MACHINES: &[&str] = &["corpus", "qbittorrent", "empty", "hostshare"];
@@ -33,7 +51,10 @@ fn text_equals_ip_route_show_line_for_line() {
             let mut args = vec!["routes", machine];
             args.extend_from_slice(ours);
             let mine = ok(machnet(&args), &format!("machnet {args:?}"));
-            let ip = ok(bed.ip(machine, theirs), &format!("ip {theirs:?} in {machine}"));
+            let ip = ok(
+                bed.ip(machine, theirs),
+                &format!("ip {theirs:?} in {machine}"),
+            );
             assert_same_text(&ip, &mine, &format!("{machine} {ours:?}"));
         }
     }
@@ -49,7 +70,10 @@ fn json_equals_ip_j_route_show() {
             let mine = ok(machnet(&args), &format!("machnet {args:?}"));
             let mut ip_args = vec!["-j"];
             ip_args.extend_from_slice(theirs);
-            let ip = ok(bed.ip(machine, &ip_args), &format!("ip {ip_args:?} in {machine}"));
+            let ip = ok(
+                bed.ip(machine, &ip_args),
+                &format!("ip {ip_args:?} in {machine}"),
+            );
             let mut mine: Value = serde_json::from_str(&mine).expect("machnet prints valid JSON");
             let mut ip: Value = serde_json::from_str(&ip).expect("ip prints valid JSON");
             settle_expires_json(&mut ip, &mut mine, &format!("{machine} {ours:?}"));
@@ -98,8 +122,15 @@ fn corpus_covers_every_route_shape() {
         "scope link ",
         "scope host ",
     ];
-    let missing: Vec<&str> = needles.iter().copied().filter(|n| !all.contains(n)).collect();
-    assert!(missing.is_empty(), "corpus lacks shapes {missing:?}:\n{all}");
+    let missing: Vec<&str> = needles
+        .iter()
+        .copied()
+        .filter(|n| !all.contains(n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "corpus lacks shapes {missing:?}:\n{all}"
+    );
     // The nspawn container is a real one, registered by systemd-nspawn itself.
     let _ = bed.leader("qbittorrent");
 }
@@ -107,8 +138,13 @@ fn corpus_covers_every_route_shape() {
 /// Text lines must match exactly, except that an `expires Nsec` may tick by one second
 /// between the two dumps.
 fn assert_same_text(ip: &str, mine: &str, what: &str) {
-    let (ip_lines, my_lines): (Vec<&str>, Vec<&str>) = (ip.lines().collect(), mine.lines().collect());
-    assert_eq!(ip_lines.len(), my_lines.len(), "{what}: line count\nip:\n{ip}\nmachnet:\n{mine}");
+    let (ip_lines, my_lines): (Vec<&str>, Vec<&str>) =
+        (ip.lines().collect(), mine.lines().collect());
+    assert_eq!(
+        ip_lines.len(),
+        my_lines.len(),
+        "{what}: line count\nip:\n{ip}\nmachnet:\n{mine}"
+    );
     for (a, b) in ip_lines.iter().zip(&my_lines) {
         if a == b {
             continue;
@@ -116,9 +152,16 @@ fn assert_same_text(ip: &str, mine: &str, what: &str) {
         let (a_rest, a_exp) = split_expires(a);
         let (b_rest, b_exp) = split_expires(b);
         let close = matches!((a_exp, b_exp), (Some(x), Some(y)) if x.abs_diff(y) <= 1);
-        assert!(close && a_rest == b_rest, "{what}:\nip:      {a:?}\nmachnet: {b:?}");
+        assert!(
+            close && a_rest == b_rest,
+            "{what}:\nip:      {a:?}\nmachnet: {b:?}"
+        );
     }
-    assert_eq!(ip.ends_with('\n'), mine.ends_with('\n'), "{what}: final newline");
+    assert_eq!(
+        ip.ends_with('\n'),
+        mine.ends_with('\n'),
+        "{what}: final newline"
+    );
 }
 
 fn split_expires(line: &str) -> (String, Option<u64>) {
@@ -127,7 +170,10 @@ fn split_expires(line: &str) -> (String, Option<u64>) {
             let rest = &line[at + 8..];
             let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
             let tail = &rest[digits.len()..];
-            (format!("{}expires N{tail}", &line[..at]), digits.parse().ok())
+            (
+                format!("{}expires N{tail}", &line[..at]),
+                digits.parse().ok(),
+            )
         }
         None => (line.to_string(), None),
     }
@@ -138,7 +184,10 @@ fn settle_expires_json(ip: &mut Value, mine: &mut Value, what: &str) {
         return;
     };
     for (x, y) in a.iter_mut().zip(b.iter_mut()) {
-        if let (Some(ex), Some(ey)) = (x.get("expires").and_then(Value::as_i64), y.get("expires").and_then(Value::as_i64)) {
+        if let (Some(ex), Some(ey)) = (
+            x.get("expires").and_then(Value::as_i64),
+            y.get("expires").and_then(Value::as_i64),
+        ) {
             assert!((ex - ey).abs() <= 1, "{what}: expires {ex} vs {ey}");
             y["expires"] = Value::from(ex);
         }

@@ -16,9 +16,6 @@ pub async fn run(args: ExecArgs) -> Result<i32> {
     // machined's connection is not needed while the command runs; its socket is
     // close-on-exec in the child either way.
     drop(machined);
-    let (program, rest) = args
-        .command
-        .split_first()
-        .expect("clap requires a command");
+    let (program, rest) = args.command.split_first().expect("clap requires a command");
     resolved.namespace.exec(program, rest, extra)
 }

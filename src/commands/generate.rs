@@ -26,21 +26,28 @@ pub fn run(what: Generate) -> Result<i32> {
 
 /// machnet.1, then machnet-SUBCOMMAND.1 for each subcommand (recursively).
 pub fn write_man_pages(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     let mut cmd = Cli::command();
     cmd.build();
     write_page(&cmd, dir)
 }
 
 fn write_page(cmd: &clap::Command, dir: &Path) -> Result<()> {
-    let name = cmd.get_display_name().unwrap_or_else(|| cmd.get_name()).to_string();
+    let name = cmd
+        .get_display_name()
+        .unwrap_or_else(|| cmd.get_name())
+        .to_string();
     let path = dir.join(format!("{name}.1"));
     let mut page = Vec::new();
     clap_mangen::Man::new(cmd.clone())
         .render(&mut page)
         .map_err(|e| Error::io("rendering a man page", e))?;
     std::fs::write(&path, page).map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
-    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set() && s.get_name() != "help") {
+    for sub in cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+    {
         write_page(sub, dir)?;
     }
     Ok(())

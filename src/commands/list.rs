@@ -71,7 +71,11 @@ async fn inspect(machined: &Machined, machine: Machine) -> Result<MachineNetwork
     let read = async {
         let ns = pin_machine(machined, &machine, ExtraNamespaces::default()).await?;
         let mut sock = ns.open_netlink()?;
-        Ok::<_, Error>((ns.inode, ns.isolation, link::links_with_addresses(&mut sock)?))
+        Ok::<_, Error>((
+            ns.inode,
+            ns.isolation,
+            link::links_with_addresses(&mut sock)?,
+        ))
     };
     match read.await {
         Ok((inode, isolation, links)) => {

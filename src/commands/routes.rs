@@ -37,7 +37,11 @@ pub async fn run(args: RoutesArgs) -> Result<i32> {
         options: ShowOptions {
             all_tables: table.is_none(),
         },
-        format: if args.json { Format::Json } else { Format::Text },
+        format: if args.json {
+            Format::Json
+        } else {
+            Format::Text
+        },
         hz: user_hz(),
     };
     let mut stdout = std::io::stdout().lock();

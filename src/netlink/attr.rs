@@ -18,7 +18,10 @@ pub struct Malformed(pub String);
 
 impl<'a> Attr<'a> {
     pub fn u8(&self) -> Result<u8, Malformed> {
-        self.payload.first().copied().ok_or_else(|| self.size_error(1))
+        self.payload
+            .first()
+            .copied()
+            .ok_or_else(|| self.size_error(1))
     }
 
     pub fn u16(&self) -> Result<u16, Malformed> {

@@ -145,14 +145,7 @@ impl NetlinkSocket {
         msg.extend_from_slice(&0u32.to_ne_bytes());
         msg.extend_from_slice(payload);
         // SAFETY: msg is a valid buffer of msg.len() bytes for the duration of the call.
-        let sent = unsafe {
-            libc::send(
-                self.fd.as_raw_fd(),
-                msg.as_ptr().cast(),
-                msg.len(),
-                0,
-            )
-        };
+        let sent = unsafe { libc::send(self.fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
         if sent < 0 {
             return Err(Error::io(
                 format!("{what}: sending the request"),
@@ -262,5 +255,7 @@ fn extack_message(payload: &[u8]) -> Option<String> {
     attr::Attrs::new(attrs)
         .filter_map(|a| a.ok())
         .find(|a| a.kind == NLMSGERR_ATTR_MSG)
-        .map(|a| String::from_utf8_lossy(a.payload.split(|b| *b == 0).next().unwrap_or(&[])).into_owned())
+        .map(|a| {
+            String::from_utf8_lossy(a.payload.split(|b| *b == 0).next().unwrap_or(&[])).into_owned()
+        })
 }

@@ -32,7 +32,9 @@ impl Names {
     pub fn load_from(dirs: &[PathBuf]) -> Names {
         let mut names = Names::builtin();
         load_table(dirs, "rt_protos", |id, n| set(&mut names.protocols, id, n));
-        load_dir(dirs, "rt_protos.d", |id, n| set(&mut names.protocols, id, n));
+        load_dir(dirs, "rt_protos.d", |id, n| {
+            set(&mut names.protocols, id, n)
+        });
         load_table(dirs, "rt_scopes", |id, n| set(&mut names.scopes, id, n));
         load_table(dirs, "rt_realms", |id, n| set(&mut names.realms, id, n));
         load_table(dirs, "rt_dsfield", |id, n| set(&mut names.dsfields, id, n));
@@ -256,8 +258,11 @@ mod tests {
     fn files_add_and_override_names() {
         let dir = std::env::temp_dir().join(format!("machnet-names-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("rt_protos.d")).unwrap();
-        std::fs::write(dir.join("rt_protos"), "# c\n4 mystatic\n0x6d\tmachnet # trailing\n")
-            .unwrap();
+        std::fs::write(
+            dir.join("rt_protos"),
+            "# c\n4 mystatic\n0x6d\tmachnet # trailing\n",
+        )
+        .unwrap();
         std::fs::write(dir.join("rt_protos.d/x.conf"), "200 two-hundred\n").unwrap();
         std::fs::write(dir.join("rt_protos.d/ignored"), "201 nope\n").unwrap();
         std::fs::write(dir.join("rt_tables"), "100 vpn\n").unwrap();

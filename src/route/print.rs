@@ -104,9 +104,17 @@ impl RoutePrinter<'_> {
         if r.kind != RTN_UNICAST {
             e.string("type", "", &route_type(r.kind).to_string());
         }
-        e.string("dst", "", &prefix_text(r, RTA_DST, r.dst_len, host_len, "default"));
+        e.string(
+            "dst",
+            "",
+            &prefix_text(r, RTA_DST, r.dst_len, host_len, "default"),
+        );
         if r.attr(RTA_SRC).is_some() {
-            e.string("from", "from ", &prefix_text(r, RTA_SRC, r.src_len, host_len, ""));
+            e.string(
+                "from",
+                "from ",
+                &prefix_text(r, RTA_SRC, r.src_len, host_len, ""),
+            );
         } else if r.src_len != 0 {
             e.string("src", "from ", &format!("0/{}", r.src_len));
         }
@@ -134,7 +142,11 @@ impl RoutePrinter<'_> {
         }
         if r.flags & RTM_F_CLONED == 0 {
             if r.protocol != RTPROT_BOOT {
-                e.string("protocol", "proto ", &self.names.protocol(r.protocol).to_string());
+                e.string(
+                    "protocol",
+                    "proto ",
+                    &self.names.protocol(r.protocol).to_string(),
+                );
             }
             if r.scope != RT_SCOPE_UNIVERSE {
                 e.string("scope", "scope ", &self.names.scope(r.scope).to_string());
@@ -220,7 +232,11 @@ impl RoutePrinter<'_> {
 
     fn print_cache_info(&self, ci: &CacheInfo, e: &mut Emitter<'_>) {
         if ci.expires != 0 {
-            e.int("expires", &format!("expires {}sec ", ci.expires / self.hz), (ci.expires / self.hz) as i64);
+            e.int(
+                "expires",
+                &format!("expires {}sec ", ci.expires / self.hz),
+                (ci.expires / self.hz) as i64,
+            );
         }
         if ci.error != 0 {
             e.uint("error", "error ", ci.error as u64);
@@ -250,7 +266,9 @@ impl RoutePrinter<'_> {
                 slot.get_or_insert(attr.payload);
             }
         }
-        let lock = values[RTAX_LOCK as usize].map(read_u32_lenient).unwrap_or(0);
+        let lock = values[RTAX_LOCK as usize]
+            .map(read_u32_lenient)
+            .unwrap_or(0);
         e.open_array("metrics");
         e.open_object(None);
         for (i, name) in METRIC_NAMES.iter().enumerate().skip(2) {

@@ -32,7 +32,10 @@ pub fn testbed() -> Testbed {
             let f: Vec<&str> = l.split('\t').collect();
             (
                 f[0].to_string(),
-                (f[1].parse().expect("leader pid"), f.get(2).unwrap_or(&"").to_string()),
+                (
+                    f[1].parse().expect("leader pid"),
+                    f.get(2).unwrap_or(&"").to_string(),
+                ),
             )
         })
         .collect();
@@ -95,9 +98,21 @@ pub fn ok(out: Output, what: &str) -> String {
 /// Asserts a clean failure: the given exit code, nothing on stdout, one message on stderr.
 pub fn fails_cleanly(out: &Output, code: i32, what: &str) -> String {
     let err = stderr(out);
-    assert_eq!(out.status.code(), Some(code), "{what}: exit code; stderr: {err}");
-    assert!(out.stdout.is_empty(), "{what}: stdout must stay empty, got {:?}", stdout(out));
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{what}: exit code; stderr: {err}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "{what}: stdout must stay empty, got {:?}",
+        stdout(out)
+    );
     assert!(err.starts_with("machnet: "), "{what}: stderr {err:?}");
-    assert_eq!(err.trim_end().lines().count(), 1, "{what}: one line on stderr, got {err:?}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "{what}: one line on stderr, got {err:?}"
+    );
     err
 }
