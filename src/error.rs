@@ -35,8 +35,14 @@ pub enum Error {
     #[error("{0}")]
     StaleMachine(String),
 
-    #[error("{context}: the kernel said: {source}")]
-    Kernel { context: String, source: io::Error },
+    /// The kernel refused a netlink request; `says` is its own sentence (extended ack)
+    /// when it gave one, else the errno's text.
+    #[error("{context}: the kernel said: {says}")]
+    Kernel {
+        context: String,
+        source: io::Error,
+        says: String,
+    },
 
     #[error("{0}")]
     InconsistentDump(String),
@@ -81,14 +87,23 @@ impl Error {
         }
     }
 
-    pub fn kernel(context: impl Into<String>, errno: i32) -> Error {
+    /// A netlink refusal: errno plus, when the kernel gave one, its extended-ack message.
+    pub fn kernel(context: impl Into<String>, errno: i32, message: Option<String>) -> Error {
         let context = context.into();
         let source = io::Error::from_raw_os_error(errno);
+        let says = match message {
+            Some(text) => format!("{text} ({source})"),
+            None => source.to_string(),
+        };
         match errno {
             libc::EPERM | libc::EACCES => Error::Permission(format!(
-                "{context}: the kernel said: {source}; this needs CAP_NET_ADMIN (run as root)"
+                "{context}: the kernel said: {says}; this needs CAP_NET_ADMIN (run as root)"
             )),
-            _ => Error::Kernel { context, source },
+            _ => Error::Kernel {
+                context,
+                source,
+                says,
+            },
         }
     }
 }

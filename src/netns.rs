@@ -409,6 +409,36 @@ pub fn host_netns_inodes() -> Vec<u64> {
         .collect()
 }
 
+/// Fails early, before any D-Bus call, when machnet lacks what entering another
+/// namespace takes: CAP_SYS_ADMIN for setns, CAP_SYS_PTRACE to open another user's
+/// /proc/PID/ns. Saying so up front beats a bare "Permission denied" halfway through.
+pub fn require_privileges() -> Result<()> {
+    const CAP_SYS_PTRACE: u32 = 19;
+    const CAP_SYS_ADMIN: u32 = 21;
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(|e| Error::io("reading /proc/self/status", e))?;
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    let missing: Vec<&str> = [
+        (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
+        (CAP_SYS_PTRACE, "CAP_SYS_PTRACE"),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| effective & (1 << bit) == 0)
+    .map(|(_, name)| name)
+    .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Permission(format!(
+        "machnet lacks {} (needed to enter another network namespace); run it as root",
+        missing.join(" and ")
+    )))
+}
+
 /// Ignores SIGINT and SIGQUIT until dropped.
 struct IgnoreInteractiveSignals {
     previous: [libc::sighandler_t; 2],

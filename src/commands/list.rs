@@ -29,6 +29,7 @@ pub struct MachineNetwork {
 }
 
 pub async fn run(args: ListArgs) -> Result<i32> {
+    crate::netns::require_privileges()?;
     let machined = Machined::connect().await?;
     let mut rows = Vec::new();
     for (_, path) in machined.list().await? {

@@ -118,14 +118,18 @@ impl NetlinkSocket {
                     NLMSG_DONE => {
                         let errno = read_errno(msg.payload);
                         if errno != 0 {
-                            return Err(Error::kernel(what, errno));
+                            // A failed dump ends in DONE carrying the errno, then ack TLVs.
+                            let text = extack_message(msg.payload.get(4..).unwrap_or(&[]));
+                            return Err(Error::kernel(what, errno, text));
                         }
                         return Ok(end);
                     }
                     NLMSG_ERROR => {
                         let errno = read_errno(msg.payload);
                         if errno != 0 {
-                            return Err(kernel_error(what, errno, msg.payload));
+                            // errno, the echoed request header (CAP_ACK: no body), ack TLVs.
+                            let tlvs = msg.payload.get(4 + NLMSG_HDRLEN..).unwrap_or(&[]);
+                            return Err(Error::kernel(what, errno, extack_message(tlvs)));
                         }
                     }
                     _ => on_message(msg)?,
@@ -240,19 +244,9 @@ fn read_errno(payload: &[u8]) -> i32 {
         .unwrap_or(0)
 }
 
-/// A kernel refusal, with the kernel's extended-ack text when it gave one.
-fn kernel_error(what: &str, errno: i32, payload: &[u8]) -> Error {
-    match extack_message(payload) {
-        Some(text) => Error::kernel(format!("{what} (kernel: \"{text}\")"), errno),
-        None => Error::kernel(what, errno),
-    }
-}
-
-/// With NETLINK_CAP_ACK the error payload is errno + the original header (no body), then
-/// extended-ack attributes; NLMSGERR_ATTR_MSG carries the kernel's sentence.
-fn extack_message(payload: &[u8]) -> Option<String> {
-    let attrs = payload.get(4 + NLMSG_HDRLEN..)?;
-    attr::Attrs::new(attrs)
+/// The kernel's own sentence (NLMSGERR_ATTR_MSG) among extended-ack attributes.
+fn extack_message(tlvs: &[u8]) -> Option<String> {
+    attr::Attrs::new(tlvs)
         .filter_map(|a| a.ok())
         .find(|a| a.kind == NLMSGERR_ATTR_MSG)
         .map(|a| {

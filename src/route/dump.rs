@@ -5,7 +5,7 @@
 
 use std::io::Write;
 
-use super::message::Route;
+use super::message::{Route, RT_TABLE_MAIN};
 use super::print::{is_shown, Format, RoutePrinter};
 use crate::error::{Error, Result};
 use crate::netlink::{attr, DumpEnd, NetlinkSocket};
@@ -55,7 +55,7 @@ pub fn stream_routes(
             sink.buf.push(b'[');
         }
         let mut first = true;
-        let end = sock.dump(RTM_GETROUTE, &request, "dumping routes", |msg| {
+        let dumped = sock.dump(RTM_GETROUTE, &request, "dumping routes", |msg| {
             if msg.kind != RTM_NEWROUTE {
                 return Ok(());
             }
@@ -74,7 +74,20 @@ pub fn stream_routes(
             first = false;
             printer.print(&route, &mut sink.buf);
             sink.maybe_flush()
-        })?;
+        });
+        let end = match (dumped, query.table) {
+            (Err(e), Some(table)) if is_missing_table(&e) => {
+                if table != RT_TABLE_MAIN {
+                    return Err(Error::NoSuchTarget(format!(
+                        "there is no routing table {table} in this namespace ({e})"
+                    )));
+                }
+                // ip shows a main table that was never created as empty; so do we.
+                sink.buf.truncate(usize::from(json));
+                DumpEnd::Complete
+            }
+            (other, _) => other?,
+        };
         match end {
             DumpEnd::Complete => {
                 if json {
@@ -95,6 +108,11 @@ pub fn stream_routes(
     Err(Error::InconsistentDump(format!(
         "the routing table kept changing: {DUMP_ATTEMPTS} dumps in a row were interrupted; try again"
     )))
+}
+
+/// The kernel answers a dump of a table that does not exist with ENOENT.
+fn is_missing_table(e: &Error) -> bool {
+    matches!(e, Error::Kernel { source, .. } if source.raw_os_error() == Some(libc::ENOENT))
 }
 
 /// Buffers output and writes it in large blocks, remembering whether anything has
