@@ -15,17 +15,23 @@ pub const MANAGER_PATH: &str = "/org/freedesktop/machine1";
 pub const MANAGER_INTERFACE: &str = "org.freedesktop.machine1.Manager";
 pub const MACHINE_INTERFACE: &str = "org.freedesktop.machine1.Machine";
 
-/// The Machine properties machnet reads. LeaderPIDFDId only exists in systemd 257+.
-pub const MACHINE_PROPERTIES: [&str; 6] = [
-    "Name",
-    "Class",
-    "Service",
-    "Leader",
-    "Unit",
-    "RootDirectory",
+/// The Machine properties machnet reads, with the D-Bus type it decodes each as.
+/// `Machine::from_properties` checks every value against this table before decoding, and
+/// tests/dbus_interfaces.rs holds the table to dbus/org.freedesktop.machine1.Machine.xml.
+pub const MACHINE_PROPERTIES: [(&str, &str); 6] = [
+    ("Name", "s"),
+    ("Class", "s"),
+    ("Service", "s"),
+    ("Leader", "u"),
+    ("Unit", "s"),
+    ("RootDirectory", "s"),
 ];
-/// Read when present; machined 252 (Debian 12) does not have it.
-pub const OPTIONAL_MACHINE_PROPERTIES: [&str; 1] = ["LeaderPIDFDId"];
+/// Read when present: systemd 257+ has it, machined 252 (Debian 12) does not.
+pub const OPTIONAL_MACHINE_PROPERTIES: [(&str, &str); 1] = [("LeaderPIDFDId", "t")];
+
+/// ListMachines' reply: (name, class, service, object path) per machine.
+pub type MachineListing = Vec<(String, String, String, OwnedObjectPath)>;
+
 /// A bus that does not answer within this is treated as unreachable.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -36,7 +42,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 )]
 pub trait Manager {
     /// `machinectl list`: (name, class, service, object path) of every machine.
-    fn list_machines(&self) -> zbus::Result<Vec<(String, String, String, OwnedObjectPath)>>;
+    fn list_machines(&self) -> zbus::Result<MachineListing>;
 
     /// The object path of one machine; fails with NoSuchMachine.
     fn get_machine(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
@@ -173,6 +179,19 @@ impl Machine {
         path: OwnedObjectPath,
         all: &HashMap<String, OwnedVariant>,
     ) -> Result<Machine> {
+        for (key, signature) in MACHINE_PROPERTIES
+            .iter()
+            .chain(&OPTIONAL_MACHINE_PROPERTIES)
+        {
+            let optional = OPTIONAL_MACHINE_PROPERTIES.iter().any(|(k, _)| k == key);
+            match all.get(*key) {
+                Some(value) if value.value_signature().to_string() != *signature => {
+                    return Err(wrong_type(key))
+                }
+                None if !optional => return Err(missing(key)),
+                _ => {}
+            }
+        }
         let string = |key: &str| -> Result<String> {
             let value = all.get(key).ok_or_else(|| missing(key))?;
             value
