@@ -20,12 +20,12 @@ use crate::error::{Error, Result};
 
 const NLMSG_HDRLEN: usize = 16;
 const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
+pub(crate) const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_DUMP: u16 = 0x300;
 /// Set by the kernel on a dump message when the object list changed while dumping.
-const NLM_F_DUMP_INTR: u16 = 0x10;
+pub(crate) const NLM_F_DUMP_INTR: u16 = 0x10;
 const NETLINK_EXT_ACK: libc::c_int = 11;
 const NETLINK_GET_STRICT_CHK: libc::c_int = 12;
 const NETLINK_CAP_ACK: libc::c_int = 10;
@@ -88,6 +88,17 @@ impl NetlinkSocket {
             seq: 0,
             buf: vec![0; RECV_BUFFER],
         })
+    }
+
+    /// Wraps any datagram socket: tests use a socketpair to play a kernel that sends what
+    /// the real one cannot be made to send (interrupted dumps, malformed messages).
+    #[cfg(test)]
+    pub(crate) fn from_datagram_socket(fd: OwnedFd) -> NetlinkSocket {
+        NetlinkSocket {
+            fd,
+            seq: 0,
+            buf: vec![0; RECV_BUFFER],
+        }
     }
 
     /// Sends `kind` with the given payload as a dump request and hands each answer message

@@ -153,3 +153,121 @@ impl<'w, W: Write> BlockWriter<'w, W> {
         self.out.flush().map_err(|e| Error::io("writing output", e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! A stand-in kernel on a unix socketpair, for the two faults a real kernel cannot be
+    //! made to show on demand: a dump flagged interrupted, and a message that does not
+    //! decode. Everything else is tested against the real kernel (tests/).
+
+    use std::os::unix::net::UnixDatagram;
+
+    use super::*;
+    use crate::link::LinkNames;
+    use crate::netlink::{NLMSG_DONE, NLM_F_DUMP_INTR};
+    use crate::route::names::Names;
+
+    /// One RTM_NEWROUTE for 10.N.0.0/16 via 10.0.0.1, with `flags` on its header.
+    fn route_message(seq: u32, n: u8, flags: u16, gateway_len: usize) -> Vec<u8> {
+        let mut payload = vec![2, 16, 0, 0, 254, 4, 0, 1, 0, 0, 0, 0];
+        attr::push(&mut payload, 1, &[10, n, 0, 0]);
+        attr::push(&mut payload, 5, &[10, 0, 0, 1, 9, 9][..gateway_len]);
+        message(RTM_NEWROUTE, flags, seq, &payload)
+    }
+
+    fn message(kind: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
+        let mut msg = Vec::new();
+        msg.extend_from_slice(&((16 + payload.len()) as u32).to_ne_bytes());
+        msg.extend_from_slice(&kind.to_ne_bytes());
+        msg.extend_from_slice(&flags.to_ne_bytes());
+        msg.extend_from_slice(&seq.to_ne_bytes());
+        msg.extend_from_slice(&0u32.to_ne_bytes());
+        msg.extend_from_slice(payload);
+        msg
+    }
+
+    /// Serves one dump request per entry of `answers`: each gets the datagrams the entry
+    /// makes from the request's sequence number, then NLMSG_DONE.
+    fn fake_kernel(answers: Vec<Box<dyn Fn(u32) -> Vec<Vec<u8>> + Send>>) -> NetlinkSocket {
+        let (ours, kernel) = UnixDatagram::pair().unwrap();
+        std::thread::spawn(move || {
+            for answer in answers {
+                let mut req = [0u8; 4096];
+                let n = match kernel.recv(&mut req) {
+                    Ok(n) => n,
+                    Err(_) => return,
+                };
+                assert!(n >= 16);
+                let seq = u32::from_ne_bytes(req[8..12].try_into().unwrap());
+                for datagram in answer(seq) {
+                    kernel.send(&datagram).unwrap();
+                }
+                kernel
+                    .send(&message(NLMSG_DONE, 0, seq, &0i32.to_ne_bytes()))
+                    .unwrap();
+            }
+        });
+        NetlinkSocket::from_datagram_socket(ours.into())
+    }
+
+    fn print_dump(mut sock: NetlinkSocket) -> (Result<()>, String) {
+        let names = Names::builtin();
+        let links = LinkNames::default();
+        let printer = RoutePrinter {
+            names: &names,
+            links: &links,
+            options: super::super::print::ShowOptions { all_tables: false },
+            format: Format::Text,
+            hz: 100,
+        };
+        let mut out = Vec::new();
+        let query = RouteQuery {
+            family: 2,
+            table: Some(254),
+        };
+        let result = stream_routes(&mut sock, query, &printer, &mut out);
+        (result, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn an_interrupted_dump_is_retried_and_printed_once() {
+        let sock = fake_kernel(vec![
+            Box::new(|seq| vec![route_message(seq, 1, NLM_F_DUMP_INTR, 4)]),
+            Box::new(|seq| vec![route_message(seq, 1, 0, 4), route_message(seq, 2, 0, 4)]),
+        ]);
+        let (result, out) = print_dump(sock);
+        result.unwrap();
+        assert_eq!(
+            out,
+            "10.1.0.0/16 via 10.0.0.1 proto static \n10.2.0.0/16 via 10.0.0.1 proto static \n"
+        );
+    }
+
+    #[test]
+    fn a_dump_interrupted_every_time_is_an_error() {
+        let answers: Vec<Box<dyn Fn(u32) -> Vec<Vec<u8>> + Send>> = (0..DUMP_ATTEMPTS)
+            .map(|_| {
+                Box::new(|seq| vec![route_message(seq, 1, NLM_F_DUMP_INTR, 4)])
+                    as Box<dyn Fn(u32) -> Vec<Vec<u8>> + Send>
+            })
+            .collect();
+        let (result, out) = print_dump(fake_kernel(answers));
+        assert!(
+            matches!(result, Err(Error::InconsistentDump(_))),
+            "{result:?}"
+        );
+        assert_eq!(out, "");
+    }
+
+    #[test]
+    fn a_route_that_does_not_decode_is_an_error_not_a_gap() {
+        // The second route's gateway is 6 bytes: no IPv4 address is.
+        let sock = fake_kernel(vec![Box::new(|seq| {
+            vec![route_message(seq, 1, 0, 4), route_message(seq, 2, 0, 6)]
+        })]);
+        let (result, out) = print_dump(sock);
+        let err = result.unwrap_err().to_string();
+        assert!(err.contains("cannot decode"), "{err}");
+        assert_eq!(out, "", "nothing may be printed from a dump that failed");
+    }
+}
