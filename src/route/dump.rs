@@ -167,6 +167,9 @@ mod tests {
     use crate::netlink::{NLMSG_DONE, NLM_F_DUMP_INTR};
     use crate::route::names::Names;
 
+    /// What the stand-in kernel answers one request with, given the request's sequence.
+    type Answer = Box<dyn Fn(u32) -> Vec<Vec<u8>> + Send>;
+
     /// One RTM_NEWROUTE for 10.N.0.0/16 via 10.0.0.1, with `flags` on its header.
     fn route_message(seq: u32, n: u8, flags: u16, gateway_len: usize) -> Vec<u8> {
         let mut payload = vec![2, 16, 0, 0, 254, 4, 0, 1, 0, 0, 0, 0];
@@ -188,7 +191,7 @@ mod tests {
 
     /// Serves one dump request per entry of `answers`: each gets the datagrams the entry
     /// makes from the request's sequence number, then NLMSG_DONE.
-    fn fake_kernel(answers: Vec<Box<dyn Fn(u32) -> Vec<Vec<u8>> + Send>>) -> NetlinkSocket {
+    fn fake_kernel(answers: Vec<Answer>) -> NetlinkSocket {
         let (ours, kernel) = UnixDatagram::pair().unwrap();
         std::thread::spawn(move || {
             for answer in answers {
@@ -245,11 +248,8 @@ mod tests {
 
     #[test]
     fn a_dump_interrupted_every_time_is_an_error() {
-        let answers: Vec<Box<dyn Fn(u32) -> Vec<Vec<u8>> + Send>> = (0..DUMP_ATTEMPTS)
-            .map(|_| {
-                Box::new(|seq| vec![route_message(seq, 1, NLM_F_DUMP_INTR, 4)])
-                    as Box<dyn Fn(u32) -> Vec<Vec<u8>> + Send>
-            })
+        let answers: Vec<Answer> = (0..DUMP_ATTEMPTS)
+            .map(|_| Box::new(|seq| vec![route_message(seq, 1, NLM_F_DUMP_INTR, 4)]) as Answer)
             .collect();
         let (result, out) = print_dump(fake_kernel(answers));
         assert!(
