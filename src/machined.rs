@@ -126,10 +126,11 @@ impl Machined {
     }
 
     async fn unknown_machine(&self, name: &str) -> Error {
-        let known: Vec<String> = match self.list().await {
+        let mut known: Vec<String> = match self.list().await {
             Ok(list) => list.into_iter().map(|(n, _)| n).collect(),
             Err(e) => return e,
         };
+        known.sort();
         Error::NoSuchTarget(unknown_machine_message(name, &known))
     }
 }

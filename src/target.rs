@@ -122,12 +122,14 @@ pub async fn pin_machine(
 ) -> Result<PinnedNamespace> {
     let label = format!("machine {}", machine.name);
     let stale = |why: String| {
+        let prefix = format!("{label}: ");
+        let why = why.strip_prefix(&prefix).unwrap_or(&why);
         Error::StaleMachine(format!(
             "machine {} is stale: {why}; machined still lists it, but it has no running leader to enter",
             machine.name
         ))
     };
-    let pinned = netns::pin_process(label, machine.leader, extra, |info| {
+    let pinned = netns::pin_process(label.clone(), machine.leader, extra, |info| {
         verify_leader(machine, info)
     })
     .map_err(|e| match e {

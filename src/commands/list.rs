@@ -41,6 +41,8 @@ pub async fn run(args: ListArgs) -> Result<i32> {
         };
         rows.push(inspect(&machined, machine).await?);
     }
+    // machined answers in hash order; people and diffs want a stable one.
+    rows.sort_by(|a, b| a.machine.cmp(&b.machine));
     let mut out = std::io::stdout().lock();
     let written = if args.json {
         serde_json::to_writer(&mut out, &rows)
