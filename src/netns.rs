@@ -114,6 +114,7 @@ pub fn pin_process(
         )));
     }
     let mut pinned = PinnedNamespace::from_fd(label, netns)?;
+    tracing::debug!(pid, inode = pinned.inode, isolation = ?pinned.isolation, "pinned {}", pinned.label);
     pinned.process = Some(PinnedProcess {
         pid,
         pidfd,

@@ -104,6 +104,12 @@ impl Target {
             Target::Machine(name) => {
                 let machined = machined.expect("machine targets are resolved with machined");
                 let machine = machined.machine(name).await?;
+                tracing::debug!(
+                    leader = machine.leader,
+                    unit = %machine.unit,
+                    pidfd_id = ?machine.leader_pidfd_id,
+                    "machined knows {name}"
+                );
                 let namespace = pin_machine(machined, &machine, extra).await?;
                 Ok(Resolved {
                     namespace,
