@@ -28,25 +28,49 @@ fn stale_machine_is_never_entered() {
     let _ = bed;
 }
 
-/// The PID-reuse hazard for real: a stale machine whose dead leader's PID now belongs to
-/// an unrelated process. machnet must refuse it, not enter that process's namespace.
+/// The PID-reuse hazard for real: a machine whose dead leader's PID now belongs to an
+/// unrelated process (tests/testbed/reused-pid-machine makes one). machnet must refuse
+/// it, not enter the impostor's namespace.
 #[test]
 fn stale_machine_whose_pid_was_reused_is_refused() {
     let bed = testbed();
-    let reused = bed.dir.join("reused-pid");
-    let Ok(pid) = std::fs::read_to_string(&reused) else {
-        panic!(
-            "the testbed records the stale machine's recycled PID in {}",
-            reused.display()
-        );
-    };
-    let out = machnet(&["routes", "reused"]);
-    let err = fails_cleanly(&out, 6, "machine whose leader PID was reused");
-    assert!(
-        err.contains(pid.trim()),
-        "should name PID {}: {err}",
-        pid.trim()
+    let script = format!(
+        "{}/tests/testbed/reused-pid-machine",
+        env!("CARGO_MANIFEST_DIR")
     );
+    let mut make = Command::new(script);
+    make.arg("reused");
+    let made = ok(run(make), "reused-pid-machine");
+    let pid: i32 = made.trim().parse().expect("the reused PID");
+    let _impostor = KillPidOnDrop(pid);
+    // The impostor is alive under the machine's registered Leader PID.
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+
+    let err = fails_cleanly(
+        &machnet(&["routes", "reused"]),
+        6,
+        "machine whose leader PID was reused",
+    );
+    assert!(
+        err.contains(&pid.to_string()) && err.contains("outside the machine's unit"),
+        "{err}"
+    );
+    fails_cleanly(
+        &machnet(&["exec", "reused", "--", "true"]),
+        6,
+        "exec into a reused PID",
+    );
+    let _ = bed;
+}
+
+/// Ends a process this test started, by PID.
+struct KillPidOnDrop(i32);
+
+impl Drop for KillPidOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: a plain kill(2) of the process this test made.
+        unsafe { libc::kill(self.0, libc::SIGKILL) };
+    }
 }
 
 #[test]
