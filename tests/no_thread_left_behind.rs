@@ -98,21 +98,17 @@ fn every_thread_stays_in_its_own_namespace() {
         assert_eq!(code, 0);
     });
     assert!(dumped > 0);
-    let strays: Vec<_> = thread_namespaces()
-        .into_iter()
-        .filter(|(_, ino)| *ino != home)
-        .collect();
-    assert!(
-        strays.is_empty(),
-        "threads left in other namespaces: {strays:?}"
-    );
+    let assert_all_home = |when: &str| {
+        let strays: Vec<_> = thread_namespaces()
+            .into_iter()
+            .filter(|(_, ino)| *ino != home)
+            .collect();
+        assert!(
+            strays.is_empty(),
+            "{when}: threads in other namespaces: {strays:?}"
+        );
+    };
+    assert_all_home("with the runtime's threads alive");
     drop(runtime);
-    let strays: Vec<_> = thread_namespaces()
-        .into_iter()
-        .filter(|(_, ino)| *ino != home)
-        .collect();
-    assert!(
-        strays.is_empty(),
-        "threads left in other namespaces: {strays:?}"
-    );
+    assert_all_home("after the runtime shut down");
 }
