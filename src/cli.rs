@@ -40,6 +40,11 @@ pub enum Command {
     List(ListArgs),
     /// Print a machine's routing table as `ip route show` prints it inside.
     Routes(RoutesArgs),
+    /// Show or change routes inside a machine, in `ip route` syntax.
+    Route {
+        #[command(subcommand)]
+        action: RouteAction,
+    },
     /// Run a host command inside a machine's network namespace (like `nsenter -n`).
     Exec(ExecArgs),
     /// Generate man pages or shell completions from these definitions.
@@ -77,6 +82,56 @@ pub struct RoutesArgs {
     /// Print `ip -j route show` JSON.
     #[arg(long, short = 'j')]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RouteAction {
+    /// The routing table, as `machnet routes` prints it.
+    Show(RoutesArgs),
+    /// Add a route; fails if a route with the same key exists.
+    Add(EditArgs),
+    /// Delete the route that matches every field given.
+    #[command(alias = "delete")]
+    Del(EditArgs),
+    /// Add a route, or overwrite the one with the same key.
+    Replace(EditArgs),
+    /// Overwrite an existing route; fails if there is none.
+    Change(EditArgs),
+    /// Add a route next to existing ones with the same key.
+    Append(EditArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EditArgs {
+    /// A machine name, .host, netns:NAME or pid:N.
+    #[arg(value_name = "TARGET")]
+    pub target: Target,
+
+    /// Read addresses in SPEC as IPv4 (needed only for `default` without a gateway).
+    #[arg(short = '4', conflicts_with = "ipv6")]
+    pub ipv4: bool,
+
+    /// Read addresses in SPEC as IPv6 (needed only for `default` without a gateway).
+    #[arg(short = '6')]
+    pub ipv6: bool,
+
+    /// Change routes even though TARGET shares the host's network namespace: this edits
+    /// the host's own routing table.
+    #[arg(long)]
+    pub allow_host: bool,
+
+    /// The routing protocol routes get when SPEC names none (109 is `proto machnet`).
+    #[arg(long, value_name = "PROTO", default_value = "109")]
+    pub protocol: String,
+
+    /// The route in `ip route` syntax, e.g. `10.0.0.0/8 via 10.77.1.2 dev host0 metric 100`.
+    #[arg(
+        value_name = "SPEC",
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub spec: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -44,6 +44,17 @@ impl LinkNames {
             None => Cow::Owned(format!("if{index}")),
         }
     }
+
+    pub fn index_of(&self, name: &str) -> Option<u32> {
+        self.names.iter().find(|(_, n)| *n == name).map(|(i, _)| *i)
+    }
+
+    /// Every device name, sorted, for messages that list what exists.
+    pub fn names_sorted(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.names.values().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -38,6 +38,7 @@ fn run(cli: Cli) -> Result<i32> {
         match cli.command {
             Command::List(args) => commands::list::run(args).await,
             Command::Routes(args) => commands::routes::run(args).await,
+            Command::Route { action } => commands::route::run(action).await,
             Command::Exec(args) => commands::exec::run(args).await,
             Command::Generate { .. } => unreachable!("handled above"),
         }

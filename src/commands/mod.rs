@@ -3,6 +3,7 @@
 pub mod exec;
 pub mod generate;
 pub mod list;
+pub mod route;
 pub mod routes;
 
 use crate::error::Result;

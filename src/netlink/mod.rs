@@ -149,6 +149,29 @@ impl NetlinkSocket {
         }
     }
 
+    /// Sends one request that changes something and waits for the kernel's ack; a refusal
+    /// comes back as [`Error::Kernel`] with the kernel's own words when it gave them.
+    pub fn request(&mut self, kind: u16, flags: u16, payload: &[u8], what: &str) -> Result<()> {
+        let seq = self.send(kind, REQUEST_ACK | flags, payload, what)?;
+        loop {
+            let len = self.recv(what)?;
+            let mut rest = &self.buf[..len];
+            while !rest.is_empty() {
+                let (msg, msg_seq, next) = split_message(rest, what)?;
+                rest = next;
+                if msg_seq != seq || msg.kind != NLMSG_ERROR {
+                    continue;
+                }
+                let errno = read_errno(msg.payload);
+                if errno == 0 {
+                    return Ok(());
+                }
+                let tlvs = msg.payload.get(4 + NLMSG_HDRLEN..).unwrap_or(&[]);
+                return Err(Error::kernel(what, errno, extack_message(tlvs)));
+            }
+        }
+    }
+
     fn send(&mut self, kind: u16, flags: u16, payload: &[u8], what: &str) -> Result<u32> {
         self.seq = self.seq.wrapping_add(1);
         let total = NLMSG_HDRLEN + payload.len();

@@ -6,3 +6,5 @@ pub mod format;
 pub mod message;
 pub mod names;
 pub mod print;
+pub mod request;
+pub mod spec;

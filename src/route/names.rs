@@ -127,6 +127,19 @@ impl Names {
         parse_c_number(text)
     }
 
+    /// A protocol by name (rt_protos) or number, as `ip route add ... proto X` takes it.
+    pub fn protocol_id(&self, text: &str) -> Option<u8> {
+        lookup_slot(&self.protocols, text)
+    }
+
+    pub fn scope_id(&self, text: &str) -> Option<u8> {
+        lookup_slot(&self.scopes, text)
+    }
+
+    pub fn realm_id(&self, text: &str) -> Option<u32> {
+        lookup_slot(&self.realms, text).map(u32::from)
+    }
+
     /// TOS / DS field: a name from rt_dsfield, else 0x%02x.
     pub fn dsfield(&self, id: u8) -> String {
         match &self.dsfields[id as usize] {
@@ -176,6 +189,14 @@ pub fn route_type(kind: u8) -> NameOr<'static> {
         _ => return NameOr::Number(kind as u32),
     };
     NameOr::Name(name)
+}
+
+/// A name from a 256-slot table, or a number up to 255.
+fn lookup_slot(slots: &[Option<String>], text: &str) -> Option<u8> {
+    if let Some(id) = slots.iter().position(|n| n.as_deref() == Some(text)) {
+        return u8::try_from(id).ok();
+    }
+    parse_c_number(text).and_then(|n| u8::try_from(n).ok())
 }
 
 fn set(slots: &mut [Option<String>], id: u32, name: String) {
