@@ -56,6 +56,9 @@ fn list_shows_every_machine_with_its_namespace() {
 #[test]
 fn list_interfaces_match_ip_addr() {
     let bed = testbed();
+    for name in ["qbittorrent", "corpus", "empty"] {
+        bed.settle_ipv6(name);
+    }
     let rows = listing();
     for name in ["qbittorrent", "corpus", "empty"] {
         let ip: Value =

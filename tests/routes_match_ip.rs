@@ -47,6 +47,7 @@ const MACHINES: &[&str] = &["corpus", "qbittorrent", "empty", "hostshare"];
 fn text_equals_ip_route_show_line_for_line() {
     let bed = testbed();
     for machine in MACHINES {
+        bed.settle_ipv6(machine);
         for (ours, theirs) in SELECTIONS {
             let mut args = vec!["routes", machine];
             args.extend_from_slice(ours);
@@ -63,6 +64,7 @@ fn text_equals_ip_route_show_line_for_line() {
 fn json_equals_ip_j_route_show() {
     let bed = testbed();
     for machine in MACHINES {
+        bed.settle_ipv6(machine);
         for (ours, theirs) in SELECTIONS {
             let mut args = vec!["routes", machine, "--json"];
             args.extend_from_slice(ours);

@@ -50,6 +50,20 @@ impl Testbed {
             .0
     }
 
+    /// Waits (bounded) until no IPv6 address in the machine is still tentative: the kernel
+    /// adds link-local routes only when duplicate address detection ends, so a test that
+    /// compares whole tables must not start while it runs.
+    pub fn settle_ipv6(&self, machine: &str) {
+        for _ in 0..100 {
+            let out = self.ip(machine, &["-6", "addr", "show", "tentative"]);
+            if out.status.success() && out.stdout.is_empty() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("IPv6 addresses in {machine} stayed tentative for 5 s");
+    }
+
     /// `ip ARGS` inside a machine's network namespace (nsenter by the leader PID, as a
     /// user would do it by hand).
     pub fn ip(&self, machine: &str, args: &[&str]) -> Output {

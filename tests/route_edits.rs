@@ -1,0 +1,379 @@
+//! `machnet route add|del|replace|change|append`, each checked with `ip` in the same
+//! namespace. The tests share the corpus machine and some compare its whole table before
+//! and after, so each holds the corpus lock while it runs.
+
+mod common;
+
+use std::sync::{Mutex, MutexGuard};
+
+use common::*;
+
+static CORPUS: Mutex<()> = Mutex::new(());
+
+/// The testbed, with the corpus machine to ourselves until the guard drops.
+fn corpus() -> (Testbed, MutexGuard<'static, ()>) {
+    let guard = CORPUS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    (testbed(), guard)
+}
+
+fn ip_show(bed: &Testbed, machine: &str, args: &[&str]) -> String {
+    ok(bed.ip(machine, args), &format!("ip {args:?}"))
+}
+
+/// Both families, every table (`ip route show table all` without -4/-6 shows both).
+fn table_all(bed: &Testbed, machine: &str) -> String {
+    ip_show(bed, machine, &["route", "show", "table", "all"])
+}
+
+fn route(args: &[&str]) -> std::process::Output {
+    let mut all = vec!["route"];
+    all.extend_from_slice(args);
+    machnet(&all)
+}
+
+#[test]
+fn each_edit_does_what_ip_route_would() {
+    let (bed, _corpus) = corpus();
+    let show = |prefix: &str| ip_show(&bed, "corpus", &["route", "show", "table", "all", prefix]);
+
+    ok(
+        route(&[
+            "add",
+            "corpus",
+            "10.210.0.0/16",
+            "via",
+            "10.88.0.1",
+            "metric",
+            "5",
+        ]),
+        "add",
+    );
+    assert_eq!(
+        show("10.210.0.0/16"),
+        "10.210.0.0/16 via 10.88.0.1 dev eth0 proto 109 metric 5 \n"
+    );
+
+    ok(
+        route(&[
+            "replace",
+            "corpus",
+            "10.210.0.0/16",
+            "via",
+            "10.88.0.1",
+            "metric",
+            "5",
+            "mtu",
+            "1400",
+        ]),
+        "replace",
+    );
+    assert_eq!(
+        show("10.210.0.0/16"),
+        "10.210.0.0/16 via 10.88.0.1 dev eth0 proto 109 metric 5 mtu 1400 \n"
+    );
+
+    ok(
+        route(&[
+            "change",
+            "corpus",
+            "10.210.0.0/16",
+            "dev",
+            "stub0",
+            "metric",
+            "5",
+        ]),
+        "change",
+    );
+    assert_eq!(
+        show("10.210.0.0/16"),
+        "10.210.0.0/16 dev stub0 proto 109 scope link metric 5 \n"
+    );
+
+    ok(
+        route(&[
+            "append",
+            "corpus",
+            "10.210.0.0/16",
+            "via",
+            "10.88.0.1",
+            "metric",
+            "5",
+            "table",
+            "1000",
+        ]),
+        "append",
+    );
+    assert!(show("10.210.0.0/16")
+        .contains("10.210.0.0/16 via 10.88.0.1 dev eth0 table 1000 proto 109 metric 5 \n"));
+
+    ok(
+        route(&["del", "corpus", "10.210.0.0/16", "table", "1000"]),
+        "del table 1000",
+    );
+    ok(
+        route(&["del", "corpus", "10.210.0.0/16", "metric", "5"]),
+        "del",
+    );
+    assert_eq!(show("10.210.0.0/16"), "");
+}
+
+#[test]
+fn routes_carry_machnets_protocol_unless_told_otherwise() {
+    let (bed, _corpus) = corpus();
+    ok(
+        route(&["add", "corpus", "10.211.1.0/24", "via", "10.88.0.1"]),
+        "add",
+    );
+    ok(
+        route(&[
+            "add",
+            "corpus",
+            "--protocol",
+            "static",
+            "10.211.2.0/24",
+            "via",
+            "10.88.0.1",
+        ]),
+        "add --protocol",
+    );
+    ok(
+        route(&[
+            "add",
+            "corpus",
+            "10.211.3.0/24",
+            "via",
+            "10.88.0.1",
+            "proto",
+            "dhcp",
+        ]),
+        "add proto dhcp",
+    );
+    let json = ip_show(
+        &bed,
+        "corpus",
+        &["-j", "route", "show", "root", "10.211.0.0/16"],
+    );
+    let routes: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let protos: Vec<&str> = routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["dst"].as_str().unwrap().starts_with("10.211."))
+        .map(|r| r["protocol"].as_str().unwrap())
+        .collect();
+    assert_eq!(protos, ["109", "static", "dhcp"]);
+    for n in 1..=3 {
+        ok(
+            route(&["del", "corpus", &format!("10.211.{n}.0/24")]),
+            "del",
+        );
+    }
+}
+
+#[test]
+fn delete_matches_every_field_given_and_reports_a_missing_route() {
+    let (bed, _corpus) = corpus();
+    ok(
+        route(&[
+            "add",
+            "corpus",
+            "10.212.0.0/16",
+            "via",
+            "10.88.0.1",
+            "metric",
+            "5",
+        ]),
+        "add 5",
+    );
+    ok(
+        route(&[
+            "add",
+            "corpus",
+            "10.212.0.0/16",
+            "via",
+            "10.88.0.1",
+            "metric",
+            "6",
+        ]),
+        "add 6",
+    );
+    ok(
+        route(&["add", "corpus", "-6", "blackhole", "2001:db8:212::/48"]),
+        "add v6 blackhole",
+    );
+    let before = table_all(&bed, "corpus");
+
+    // A key that matches nothing: reported as missing, and nothing is deleted.
+    for spec in [
+        &["10.212.0.0/16", "metric", "7"][..],
+        &["10.212.0.0/16", "metric", "5", "table", "100"],
+        &["10.212.0.0/16", "via", "10.88.0.9", "metric", "5"],
+        &["10.212.0.0/16", "metric", "5", "proto", "static"],
+        &["unreachable", "10.212.0.0/16", "metric", "5"],
+    ] {
+        let mut args = vec!["del", "corpus"];
+        args.extend_from_slice(spec);
+        let err = fails_cleanly(&route(&args), 7, &format!("del {spec:?}"));
+        assert!(err.contains("nothing was deleted"), "{err}");
+        assert_eq!(
+            table_all(&bed, "corpus"),
+            before,
+            "del {spec:?} changed the table"
+        );
+    }
+
+    ok(
+        route(&[
+            "del",
+            "corpus",
+            "10.212.0.0/16",
+            "via",
+            "10.88.0.1",
+            "metric",
+            "6",
+        ]),
+        "del metric 6",
+    );
+    let left = ip_show(&bed, "corpus", &["route", "show", "10.212.0.0/16"]);
+    assert_eq!(
+        left,
+        "10.212.0.0/16 via 10.88.0.1 dev eth0 proto 109 metric 5 \n"
+    );
+    ok(
+        route(&["del", "corpus", "10.212.0.0/16", "metric", "5"]),
+        "del metric 5",
+    );
+    ok(
+        route(&["del", "corpus", "blackhole", "2001:db8:212::/48"]),
+        "del v6 blackhole",
+    );
+}
+
+#[test]
+fn bad_specs_are_refused_before_the_kernel_sees_them() {
+    let (bed, _corpus) = corpus();
+    let before = table_all(&bed, "corpus");
+    for (args, code, needle) in [
+        (
+            &["add", "corpus", "10.213.0.0/16", "via", "bogus"][..],
+            2,
+            "word 3 \"bogus\"",
+        ),
+        (&["add", "corpus", "10.213.0.1/16"], 2, "host bits"),
+        (
+            &["add", "corpus", "10.213.0.0/16", "metrc", "5"],
+            2,
+            "word 2 \"metrc\"",
+        ),
+        (
+            &["add", "corpus", "2001:db8:213::/48", "via", "fe80::1"],
+            2,
+            "link-local",
+        ),
+        (
+            &["add", "corpus", "10.213.0.0/16", "dev", "eth9"],
+            3,
+            "no device \"eth9\"",
+        ),
+        (
+            &[
+                "add",
+                "corpus",
+                "--protocol",
+                "nope",
+                "10.213.0.0/16",
+                "dev",
+                "eth0",
+            ],
+            2,
+            "nope",
+        ),
+    ] {
+        let err = fails_cleanly(&route(args), code, &format!("{args:?}"));
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    assert_eq!(table_all(&bed, "corpus"), before);
+}
+
+#[test]
+fn a_kernel_refusal_is_quoted_and_changes_nothing() {
+    let (bed, _corpus) = corpus();
+    let before = table_all(&bed, "corpus");
+    let err = fails_cleanly(
+        &route(&["add", "corpus", "10.214.0.0/16", "via", "10.250.0.1"]),
+        7,
+        "unreachable gateway",
+    );
+    assert!(
+        err.contains("10.214.0.0/16 via 10.250.0.1"),
+        "names the route: {err}"
+    );
+    assert!(
+        err.contains("the kernel said: Nexthop has invalid gateway"),
+        "quotes the kernel: {err}"
+    );
+    assert!(err.contains("onlink"), "says what to try: {err}");
+    let err = fails_cleanly(
+        &route(&[
+            "add",
+            "corpus",
+            "default",
+            "via",
+            "10.88.0.1",
+            "metric",
+            "100",
+        ]),
+        7,
+        "exists",
+    );
+    assert!(err.contains("File exists"), "{err}");
+    assert_eq!(table_all(&bed, "corpus"), before);
+}
+
+#[test]
+fn machines_sharing_the_host_netns_are_refused_unless_asked() {
+    let (bed, _corpus) = corpus();
+    let host_before = ok(
+        machnet(&["routes", ".host", "--table", "all"]),
+        "host routes",
+    );
+    for target in ["hostshare", ".host"] {
+        let err = fails_cleanly(
+            &route(&["add", target, "10.215.0.0/16", "dev", "lo"]),
+            2,
+            target,
+        );
+        assert!(err.contains("--allow-host"), "{err}");
+    }
+    assert_eq!(
+        ok(
+            machnet(&["routes", ".host", "--table", "all"]),
+            "host routes"
+        ),
+        host_before
+    );
+    // Said explicitly: allowed (this "host" is the testbed's throwaway namespace).
+    ok(
+        route(&[
+            "add",
+            "hostshare",
+            "--allow-host",
+            "10.215.0.0/16",
+            "dev",
+            "lo",
+        ]),
+        "add --allow-host",
+    );
+    let shown = ok(machnet(&["routes", ".host"]), "host routes");
+    assert!(
+        shown.contains("10.215.0.0/16 dev lo proto 109 scope link"),
+        "{shown}"
+    );
+    ok(
+        route(&["del", ".host", "--allow-host", "10.215.0.0/16"]),
+        "del --allow-host",
+    );
+    let _ = bed;
+}
