@@ -15,13 +15,16 @@ fn corpus() -> (Testbed, MutexGuard<'static, ()>) {
     let guard = CORPUS
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    (testbed(), guard)
+    let bed = testbed();
+    bed.settle_ipv6("corpus");
+    (bed, guard)
 }
 
 fn ip_show(bed: &Testbed, machine: &str, args: &[&str]) -> String {
     ok(bed.ip(machine, args), &format!("ip {args:?}"))
 }
 
+/// Both families, every table (`ip route show table all` without -4/-6 shows both).
 /// Both families, every table (`ip route show table all` without -4/-6 shows both).
 fn table_all(bed: &Testbed, machine: &str) -> String {
     ip_show(bed, machine, &["route", "show", "table", "all"])
