@@ -26,8 +26,9 @@ fn ip_show(bed: &Testbed, machine: &str, args: &[&str]) -> String {
 
 /// Both families, every table (`ip route show table all` without -4/-6 shows both).
 /// Both families, every table (`ip route show table all` without -4/-6 shows both).
+/// Route expiry counters are masked (they tick during a test).
 fn table_all(bed: &Testbed, machine: &str) -> String {
-    ip_show(bed, machine, &["route", "show", "table", "all"])
+    mask_expires(&ip_show(bed, machine, &["route", "show", "table", "all"]))
 }
 
 fn route(args: &[&str]) -> std::process::Output {

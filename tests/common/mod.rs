@@ -135,3 +135,17 @@ pub fn fails_cleanly(out: &Output, code: i32, what: &str) -> String {
     assert!(errors[0].starts_with("machnet: "), "{what}: stderr {err:?}");
     errors[0].to_string()
 }
+
+/// A dump with every `expires Nsec` counter masked: those tick while a test runs, so
+/// whole-table comparisons look at everything else.
+pub fn mask_expires(dump: &str) -> String {
+    let mut out = String::with_capacity(dump.len());
+    let mut rest = dump;
+    while let Some(at) = rest.find("expires ") {
+        out.push_str(&rest[..at + 8]);
+        rest = rest[at + 8..].trim_start_matches(|c: char| c.is_ascii_digit());
+        out.push('N');
+    }
+    out.push_str(rest);
+    out
+}
