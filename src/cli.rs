@@ -88,6 +88,8 @@ pub struct RoutesArgs {
 pub enum RouteAction {
     /// The routing table, as `machnet routes` prints it.
     Show(RoutesArgs),
+    /// The kernel's routing decision for destinations, as `ip route get` prints it.
+    Get(GetArgs),
     /// Add a route; fails if a route with the same key exists.
     Add(EditArgs),
     /// Delete the route that matches every field given.
@@ -99,6 +101,26 @@ pub enum RouteAction {
     Change(EditArgs),
     /// Add a route next to existing ones with the same key.
     Append(EditArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// A machine name, .host, netns:NAME or pid:N.
+    #[arg(value_name = "TARGET")]
+    pub target: Target,
+
+    /// Print `ip -j route get` JSON: one array, an object per destination.
+    #[arg(long, short = 'j')]
+    pub json: bool,
+
+    /// Destinations, and options as `ip route get` takes them (from, iif, oif, mark, tos,
+    /// uid, fibmatch) for all of them. With no destination, one query a line on stdin.
+    #[arg(
+        value_name = "DEST|OPTION",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub words: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -95,8 +95,10 @@ impl Error {
             Some(text) => format!("{text} ({source})"),
             None => source.to_string(),
         };
+        // EPERM is a missing capability; EACCES is not (a `prohibit` route answers a
+        // route lookup with it), so only the first becomes a permission error.
         match errno {
-            libc::EPERM | libc::EACCES => Error::Permission(format!(
+            libc::EPERM => Error::Permission(format!(
                 "{context}: the kernel said: {says}; this needs CAP_NET_ADMIN (run as root)"
             )),
             _ => Error::Kernel {

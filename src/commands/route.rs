@@ -1,18 +1,24 @@
 //! `machnet route show|add|del|replace|change|append TARGET SPEC`: `ip route` with machine
 //! names, and ownership: routes machnet adds carry its own protocol number (109).
 
-use crate::cli::{EditArgs, RouteAction};
+use std::io::{BufRead, Write};
+
+use crate::cli::{EditArgs, GetArgs, RouteAction};
 use crate::error::{Error, Result};
 use crate::link;
 use crate::netns::{ExtraNamespaces, Isolation};
+use crate::route::get::{self, GetOptions, RTM_GETROUTE};
+use crate::route::message::Route;
 use crate::route::message::{AF_INET, AF_INET6};
 use crate::route::names::Names;
+use crate::route::print::{Format, RoutePrinter, ShowOptions};
 use crate::route::request::{encode, Edit};
 use crate::route::spec;
 
 pub async fn run(action: RouteAction) -> Result<i32> {
     let (edit, args) = match action {
         RouteAction::Show(args) => return super::routes::run(args).await,
+        RouteAction::Get(args) => return get_routes(args).await,
         RouteAction::Add(args) => (Edit::Add, args),
         RouteAction::Del(args) => (Edit::Delete, args),
         RouteAction::Replace(args) => (Edit::Replace, args),
@@ -97,4 +103,119 @@ fn with_hint(err: Error, edit: Edit) -> Error {
         source,
         says,
     }
+}
+
+/// `route get`: every destination on one netlink socket, many questions per system call.
+/// A destination the kernel cannot route is reported on stderr and the others still
+/// print; the exit code then says that one failed.
+async fn get_routes(args: GetArgs) -> Result<i32> {
+    let names = Names::load();
+    let mut options = GetOptions::default();
+    let mut dests = parse_get(&args.words, &names, &mut options)?;
+    let from_stdin = dests.is_empty();
+    let mut per_dest_options = Vec::new();
+    if from_stdin {
+        for line in std::io::stdin().lock().lines() {
+            let line = line.map_err(|e| Error::io("reading destinations from stdin", e))?;
+            let words: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+            if words.is_empty() {
+                continue;
+            }
+            let mut line_options = options.clone();
+            for dest in parse_get(&words, &names, &mut line_options)? {
+                dests.push(dest);
+                per_dest_options.push(line_options.clone());
+            }
+        }
+        if dests.is_empty() {
+            return Err(Error::Usage(
+                "route get needs a destination: as arguments, or one a line on stdin".into(),
+            ));
+        }
+    }
+
+    let machined = super::machined_for(&args.target).await?;
+    let resolved = args
+        .target
+        .resolve(machined.as_ref(), ExtraNamespaces::default())
+        .await?;
+    let namespace = resolved.namespace;
+    let mut sock = namespace.open_netlink()?;
+    let links = link::link_names(&mut sock)?;
+    let requests = dests
+        .iter()
+        .enumerate()
+        .map(|(i, dest)| {
+            let opts = per_dest_options.get(i).unwrap_or(&options);
+            get::encode(*dest, opts, &links).map_err(|e| {
+                Error::NoSuchTarget(format!("route get {dest} in {}: {e}", namespace.label))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+
+    let printer = RoutePrinter {
+        names: &names,
+        links: &links,
+        // As `ip route get`: no table filter, so a table other than main is named.
+        options: ShowOptions { all_tables: true },
+        format: if args.json {
+            Format::Json
+        } else {
+            Format::Text
+        },
+        hz: super::routes::user_hz(),
+    };
+    let mut out = Vec::with_capacity(64 * 1024);
+    let mut stdout = std::io::stdout().lock();
+    let mut failed = None;
+    let mut printed = 0usize;
+    if args.json {
+        out.push(b'[');
+    }
+    let context = format!("route get in {}", namespace.label);
+    sock.query_many(RTM_GETROUTE, &requests, &context, |i, answer| {
+        match answer {
+            Ok(msg) => {
+                let route = Route::parse(msg.payload).map_err(|e| {
+                    Error::Other(format!(
+                        "the kernel sent a route machnet cannot decode ({})",
+                        e.0
+                    ))
+                })?;
+                if args.json && printed > 0 {
+                    out.push(b',');
+                }
+                printer.print(&route, &mut out);
+                printed += 1;
+            }
+            Err(e) => {
+                eprintln!("machnet: {}: {e}", dests[i]);
+                failed.get_or_insert(e);
+            }
+        }
+        if out.len() >= 64 * 1024 {
+            stdout
+                .write_all(&out)
+                .map_err(|e| Error::io("writing output", e))?;
+            out.clear();
+        }
+        Ok(())
+    })?;
+    if args.json {
+        out.extend_from_slice(b"]\n");
+    }
+    stdout
+        .write_all(&out)
+        .map_err(|e| Error::io("writing output", e))?;
+    stdout.flush().map_err(|e| Error::io("writing output", e))?;
+    Ok(failed.map_or(0, |e| e.exit_code()))
+}
+
+fn parse_get(
+    words: &[String],
+    names: &Names,
+    options: &mut GetOptions,
+) -> Result<Vec<std::net::IpAddr>> {
+    get::parse(words, names, options)
+        .map_err(|e| Error::Usage(format!("malformed route get \"{}\": {e}", words.join(" "))))
 }

@@ -72,7 +72,7 @@ pub fn parse_table(text: &str, names: &Names) -> Result<Option<u32>> {
 }
 
 /// USER_HZ, the unit the kernel reports route expiry times in.
-fn user_hz() -> i32 {
+pub fn user_hz() -> i32 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if hz > 0 {

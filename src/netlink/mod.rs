@@ -172,25 +172,80 @@ impl NetlinkSocket {
         }
     }
 
+    /// Asks many one-answer questions (RTM_GETROUTE for a destination, say) with few
+    /// system calls: up to [`QUERY_WINDOW`] requests go out in one datagram, then their
+    /// answers are read. `on_answer(i, answer)` gets the answer to `payloads[i]`, in order:
+    /// the message, or the kernel's refusal of that one question.
+    pub fn query_many(
+        &mut self,
+        kind: u16,
+        payloads: &[Vec<u8>],
+        what: &str,
+        mut on_answer: impl FnMut(usize, std::result::Result<Message<'_>, Error>) -> Result<()>,
+    ) -> Result<()> {
+        for (window, chunk) in payloads.chunks(QUERY_WINDOW).enumerate() {
+            let mut datagram = Vec::new();
+            let first_seq = self.seq.wrapping_add(1);
+            for payload in chunk {
+                self.seq = self.seq.wrapping_add(1);
+                push_message(&mut datagram, kind, NLM_F_REQUEST, self.seq, payload);
+            }
+            self.send_raw(&datagram, what)?;
+            let mut answered = 0;
+            while answered < chunk.len() {
+                let len = self.recv(what)?;
+                let mut rest = &self.buf[..len];
+                while !rest.is_empty() {
+                    let (msg, seq, next) = split_message(rest, what)?;
+                    rest = next;
+                    let index = seq.wrapping_sub(first_seq) as usize;
+                    if index >= chunk.len() {
+                        continue; // not an answer to this window
+                    }
+                    let answer = match msg.kind {
+                        NLMSG_ERROR => {
+                            let errno = read_errno(msg.payload);
+                            if errno == 0 {
+                                continue; // a bare ack; the answer itself comes separately
+                            }
+                            let tlvs = msg.payload.get(4 + NLMSG_HDRLEN..).unwrap_or(&[]);
+                            Err(Error::kernel(what, errno, extack_message(tlvs)))
+                        }
+                        _ => Ok(msg),
+                    };
+                    on_answer(window * QUERY_WINDOW + index, answer)?;
+                    answered += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn send(&mut self, kind: u16, flags: u16, payload: &[u8], what: &str) -> Result<u32> {
         self.seq = self.seq.wrapping_add(1);
-        let total = NLMSG_HDRLEN + payload.len();
-        let mut msg = Vec::with_capacity(align(total));
-        msg.extend_from_slice(&(total as u32).to_ne_bytes());
-        msg.extend_from_slice(&kind.to_ne_bytes());
-        msg.extend_from_slice(&flags.to_ne_bytes());
-        msg.extend_from_slice(&self.seq.to_ne_bytes());
-        msg.extend_from_slice(&0u32.to_ne_bytes());
-        msg.extend_from_slice(payload);
-        // SAFETY: msg is a valid buffer of msg.len() bytes for the duration of the call.
-        let sent = unsafe { libc::send(self.fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
+        let mut msg = Vec::with_capacity(align(NLMSG_HDRLEN + payload.len()));
+        push_message(&mut msg, kind, flags, self.seq, payload);
+        self.send_raw(&msg, what)?;
+        Ok(self.seq)
+    }
+
+    fn send_raw(&mut self, datagram: &[u8], what: &str) -> Result<()> {
+        // SAFETY: datagram is a valid buffer of its length for the duration of the call.
+        let sent = unsafe {
+            libc::send(
+                self.fd.as_raw_fd(),
+                datagram.as_ptr().cast(),
+                datagram.len(),
+                0,
+            )
+        };
         if sent < 0 {
             return Err(Error::io(
                 format!("{what}: sending the request"),
                 io::Error::last_os_error(),
             ));
         }
-        Ok(self.seq)
+        Ok(())
     }
 
     fn recv(&mut self, what: &str) -> Result<usize> {
@@ -226,7 +281,23 @@ impl NetlinkSocket {
     }
 }
 
-/// The ack flag, for requests that change something (used by later commands).
+/// How many questions `query_many` puts in one datagram: their answers (a few hundred
+/// bytes each) must fit the socket's default receive buffer with room to spare.
+const QUERY_WINDOW: usize = 128;
+
+/// Appends one netlink message (header, payload, padding) to a datagram.
+fn push_message(buf: &mut Vec<u8>, kind: u16, flags: u16, seq: u32, payload: &[u8]) {
+    let total = NLMSG_HDRLEN + payload.len();
+    buf.extend_from_slice(&(total as u32).to_ne_bytes());
+    buf.extend_from_slice(&kind.to_ne_bytes());
+    buf.extend_from_slice(&flags.to_ne_bytes());
+    buf.extend_from_slice(&seq.to_ne_bytes());
+    buf.extend_from_slice(&0u32.to_ne_bytes());
+    buf.extend_from_slice(payload);
+    buf.resize(buf.len() + align(total) - total, 0);
+}
+
+/// The ack flag, for requests that change something.
 pub const REQUEST_ACK: u16 = NLM_F_REQUEST | NLM_F_ACK;
 
 fn set_sockopt_int(fd: &OwnedFd, level: i32, opt: i32, value: i32) -> io::Result<()> {

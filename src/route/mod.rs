@@ -3,6 +3,7 @@
 
 pub mod dump;
 pub mod format;
+pub mod get;
 pub mod message;
 pub mod names;
 pub mod print;

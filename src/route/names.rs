@@ -140,6 +140,10 @@ impl Names {
         lookup_slot(&self.realms, text).map(u32::from)
     }
 
+    pub fn dsfield_id(&self, text: &str) -> Option<u8> {
+        lookup_slot(&self.dsfields, text)
+    }
+
     /// TOS / DS field: a name from rt_dsfield, else 0x%02x.
     pub fn dsfield(&self, id: u8) -> String {
         match &self.dsfields[id as usize] {

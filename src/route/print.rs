@@ -51,6 +51,24 @@ const ROUTE_FLAGS: [(u32, &str); 11] = [
     (0x2000_0000, "rt_offload_failed"),
 ];
 
+// RTCF_* flags of a cached route, in the order and words iproute2 prints them.
+const CACHE_FLAGS: [(u32, &str); 14] = [
+    (0x8000_0000, "local"),
+    (0x4000_0000, "reject"),
+    (0x2000_0000, "mc"),
+    (0x1000_0000, "brd"),
+    (0x0800_0000, "dst-nat"),
+    (0x0080_0000, "src-nat"),
+    (0x0040_0000, "masq"),
+    (0x0002_0000, "dst-direct"),
+    (0x0400_0000, "src-direct"),
+    (0x0004_0000, "redirected"),
+    (0x0100_0000, "redirect"),
+    (0x0020_0000, "fastroute"),
+    (0x0001_0000, "notify"),
+    (0x0008_0000, "proxy"),
+];
+
 // RTAX_* metric ids and iproute2's names for them (RTAX_MTU = 2 … RTAX_FASTOPEN_NO_COOKIE).
 const METRIC_NAMES: [&str; 18] = [
     "",
@@ -174,8 +192,14 @@ impl RoutePrinter<'_> {
         if let Some(uid) = r.u32_attr(RTA_UID) {
             e.uint("uid", "uid ", uid as u64);
         }
-        if let Some(ci) = r.cache_info() {
-            self.print_cache_info(&ci, e);
+        // iproute2 prints cache details for IPv4 and IPv6 only.
+        if r.family == AF_INET && r.flags & RTM_F_CLONED != 0 {
+            e.cache_flags(r.flags);
+        }
+        if matches!(r.family, AF_INET | AF_INET6) {
+            if let Some(ci) = r.cache_info() {
+                self.print_cache_info(&ci, e);
+            }
         }
         if r.attr(RTA_METRICS).is_some() {
             self.print_metrics(r, e);
@@ -543,6 +567,30 @@ impl<'o> Emitter<'o> {
             self.raw(family);
             self.raw(" ");
             self.addr("", "", addr);
+        }
+    }
+
+    /// print_cache_flags, for routes from the cache (`route get`): "\n    cache <local,…> ".
+    fn cache_flags(&mut self, flags: u32) {
+        let set: Vec<&str> = CACHE_FLAGS
+            .iter()
+            .filter(|(bit, _)| flags & bit != 0)
+            .map(|(_, word)| *word)
+            .collect();
+        if self.json() {
+            self.open_array("cache");
+            for word in set {
+                self.separator();
+                write_json_str(self.out, word);
+            }
+            self.close_array();
+        } else {
+            self.raw("\n    cache ");
+            if !set.is_empty() {
+                self.raw("<");
+                self.raw(&set.join(","));
+                self.raw("> ");
+            }
         }
     }
 
