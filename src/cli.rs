@@ -45,6 +45,16 @@ pub enum Command {
         #[command(subcommand)]
         action: RouteAction,
     },
+    /// Change a link inside a machine: `link set TARGET IFNAME up|down|mtu N`.
+    Link {
+        #[command(subcommand)]
+        action: LinkAction,
+    },
+    /// Add or delete an address inside a machine: `addr add TARGET ADDR/LEN dev IFNAME`.
+    Addr {
+        #[command(subcommand)]
+        action: AddrAction,
+    },
     /// Run a host command inside a machine's network namespace (like `nsenter -n`).
     Exec(ExecArgs),
     /// Generate man pages or shell completions from these definitions.
@@ -153,6 +163,55 @@ pub struct EditArgs {
         trailing_var_arg = true,
         allow_hyphen_values = true
     )]
+    pub spec: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LinkAction {
+    /// Bring a link up or down, or set its MTU.
+    Set(LinkSetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LinkSetArgs {
+    /// A machine name, .host, netns:NAME or pid:N.
+    #[arg(value_name = "TARGET")]
+    pub target: Target,
+
+    /// Change the link even though TARGET shares the host's network namespace.
+    #[arg(long)]
+    pub allow_host: bool,
+
+    /// The interface, e.g. lo or host0.
+    #[arg(value_name = "IFNAME")]
+    pub ifname: String,
+
+    /// up, down, mtu N (several may be given).
+    #[arg(value_name = "CHANGE", required = true, trailing_var_arg = true)]
+    pub change: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AddrAction {
+    /// Add an address: ADDR/LEN dev IFNAME [brd +|ADDR].
+    Add(AddrArgs),
+    /// Delete an address: ADDR/LEN dev IFNAME.
+    #[command(alias = "delete")]
+    Del(AddrArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AddrArgs {
+    /// A machine name, .host, netns:NAME or pid:N.
+    #[arg(value_name = "TARGET")]
+    pub target: Target,
+
+    /// Change addresses even though TARGET shares the host's network namespace.
+    #[arg(long)]
+    pub allow_host: bool,
+
+    /// ADDR/LEN dev IFNAME [brd +|ADDR], as `ip addr add` takes it.
+    #[arg(value_name = "SPEC", required = true, trailing_var_arg = true)]
     pub spec: Vec<String>,
 }
 

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod error;
 pub mod link;
+pub mod link_edit;
 pub mod machined;
 pub mod netlink;
 pub mod netns;

@@ -40,6 +40,8 @@ fn run(cli: Cli) -> Result<i32> {
             Command::Routes(args) => commands::routes::run(args).await,
             Command::Route { action } => commands::route::run(action).await,
             Command::Exec(args) => commands::exec::run(args).await,
+            Command::Link { action } => commands::link::run_link(action).await,
+            Command::Addr { action } => commands::link::run_addr(action).await,
             Command::Generate { .. } => unreachable!("handled above"),
         }
     })

@@ -2,6 +2,7 @@
 
 pub mod exec;
 pub mod generate;
+pub mod link;
 pub mod list;
 pub mod route;
 pub mod routes;
@@ -9,6 +10,28 @@ pub mod routes;
 use crate::error::Result;
 use crate::machined::Machined;
 use crate::target::Target;
+
+/// Pins a target that is about to be changed: refuses one that shares the host's network
+/// namespace unless the user said `--allow-host`, since the change would hit the host.
+pub async fn pin_for_edit(
+    target: &Target,
+    allow_host: bool,
+    what: &str,
+) -> Result<crate::netns::PinnedNamespace> {
+    let machined = machined_for(target).await?;
+    let resolved = target
+        .resolve(machined.as_ref(), crate::netns::ExtraNamespaces::default())
+        .await?;
+    let namespace = resolved.namespace;
+    if namespace.isolation == crate::netns::Isolation::SharesHost && !allow_host {
+        return Err(crate::error::Error::Usage(format!(
+            "refusing to change {what} of {}: it shares the host's network namespace, so this \
+             would change the host's own {what}; pass --allow-host if that is what you mean",
+            namespace.label
+        )));
+    }
+    Ok(namespace)
+}
 
 /// Checks privileges, then connects to machined only when the target needs it, so
 /// `netns:` and `pid:` targets work on machines without systemd-machined.

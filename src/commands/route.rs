@@ -6,7 +6,7 @@ use std::io::{BufRead, Write};
 use crate::cli::{EditArgs, GetArgs, RouteAction};
 use crate::error::{Error, Result};
 use crate::link;
-use crate::netns::{ExtraNamespaces, Isolation};
+use crate::netns::ExtraNamespaces;
 use crate::route::get::{self, GetOptions, RTM_GETROUTE};
 use crate::route::message::Route;
 use crate::route::message::{AF_INET, AF_INET6};
@@ -46,19 +46,7 @@ async fn edit_route(edit: Edit, args: EditArgs) -> Result<i32> {
         ))
     })?;
 
-    let machined = super::machined_for(&args.target).await?;
-    let resolved = args
-        .target
-        .resolve(machined.as_ref(), ExtraNamespaces::default())
-        .await?;
-    let namespace = resolved.namespace;
-    if namespace.isolation == Isolation::SharesHost && !args.allow_host {
-        return Err(Error::Usage(format!(
-            "refusing to change routes of {}: it shares the host's network namespace, so this \
-             would change the host's own routes; pass --allow-host if that is what you mean",
-            namespace.label
-        )));
-    }
+    let namespace = super::pin_for_edit(&args.target, args.allow_host, "routes").await?;
     let mut sock = namespace.open_netlink()?;
     let links = link::link_names(&mut sock)?;
     let request = encode(&route, edit, protocol, &links).map_err(|e| {
