@@ -45,6 +45,10 @@ pub enum Command {
         #[command(subcommand)]
         action: RouteAction,
     },
+    /// A machine's links as `ip -br link` prints them, with each veth's peer on the host.
+    Links(BriefArgs),
+    /// A machine's addresses as `ip -br addr` prints them, with each veth's peer on the host.
+    Addrs(BriefArgs),
     /// Change a link inside a machine: `link set TARGET IFNAME up|down|mtu N`.
     Link {
         #[command(subcommand)]
@@ -164,6 +168,17 @@ pub struct EditArgs {
         allow_hyphen_values = true
     )]
     pub spec: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BriefArgs {
+    /// A machine name, .host, netns:NAME or pid:N.
+    #[arg(value_name = "TARGET")]
+    pub target: Target,
+
+    /// Print `ip -j -br` JSON (with a "peer" object where the peer is known).
+    #[arg(long, short = 'j')]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

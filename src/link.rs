@@ -16,7 +16,11 @@ const RTM_NEWLINK: u16 = 16;
 const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
 const RTM_GETADDR: u16 = 22;
+const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
+const IFLA_LINK: u16 = 5;
+const IFLA_MASTER: u16 = 10;
+const IFLA_LINK_NETNSID: u16 = 37;
 const IFLA_OPERSTATE: u16 = 16;
 const IFLA_EXT_MASK: u16 = 29;
 const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
@@ -45,6 +49,23 @@ impl LinkNames {
         }
     }
 
+    pub fn from_links(links: &[Link]) -> LinkNames {
+        LinkNames {
+            names: links
+                .iter()
+                .map(|l| (l.ifindex, l.ifname.clone()))
+                .collect(),
+        }
+    }
+
+    /// Replaces control characters in every name with \xNN. Used when printing to a
+    /// terminal: an interface name may hold escape sequences, which `ip` prints raw.
+    pub fn make_printable(&mut self) {
+        for name in self.names.values_mut() {
+            *name = printable_name(name);
+        }
+    }
+
     pub fn index_of(&self, name: &str) -> Option<u32> {
         self.names.iter().find(|(_, n)| *n == name).map(|(i, _)| *i)
     }
@@ -63,12 +84,35 @@ pub struct Link {
     pub ifname: String,
     pub operstate: &'static str,
     pub addr_info: Vec<Address>,
+    /// What `ip -br link` prints besides the above, and what finds a veth's peer.
+    #[serde(skip)]
+    pub detail: LinkDetail,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LinkDetail {
+    /// IFF_* flags (ifi_flags).
+    pub flags: u32,
+    /// ARPHRD_* (ifi_type), which decides how the hardware address prints.
+    pub link_type: u16,
+    /// IFLA_OPERSTATE as sent, when sent.
+    pub operstate_raw: Option<u8>,
+    pub address: Option<Vec<u8>>,
+    /// IFLA_LINK: the other end (veth peer, parent), by ifindex…
+    pub link: Option<u32>,
+    /// …in the namespace with this id, as seen from here (IFLA_LINK_NETNSID).
+    pub link_netnsid: Option<i32>,
+    /// IFLA_MASTER: the bridge (or bond) this link is enslaved to.
+    pub master: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Address {
     pub family: &'static str,
     pub local: String,
+    /// The far end of a point-to-point address (IFA_ADDRESS when it differs from ours).
+    #[serde(rename = "address", skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
     pub prefixlen: u8,
 }
 
@@ -85,14 +129,10 @@ pub fn links_with_addresses(sock: &mut NetlinkSocket) -> Result<Vec<Link>> {
 }
 
 pub fn link_names(sock: &mut NetlinkSocket) -> Result<LinkNames> {
-    let names = dump_links(sock)?
-        .into_iter()
-        .map(|l| (l.ifindex, l.ifname))
-        .collect();
-    Ok(LinkNames { names })
+    Ok(LinkNames::from_links(&dump_links(sock)?))
 }
 
-fn dump_links(sock: &mut NetlinkSocket) -> Result<Vec<Link>> {
+pub fn dump_links(sock: &mut NetlinkSocket) -> Result<Vec<Link>> {
     let mut request = vec![0u8; IFINFOMSG_LEN];
     crate::netlink::attr::push(
         &mut request,
@@ -150,15 +190,27 @@ fn parse_link(payload: &[u8]) -> Result<Link> {
         return Err(malformed("link", "short ifinfomsg"));
     }
     let ifindex = u32::from_ne_bytes(payload[4..8].try_into().unwrap());
+    let mut detail = LinkDetail {
+        link_type: u16::from_ne_bytes([payload[2], payload[3]]),
+        flags: u32::from_ne_bytes(payload[8..12].try_into().unwrap()),
+        ..LinkDetail::default()
+    };
     let mut ifname = None;
     let mut operstate = "UNKNOWN";
     for attr in Attrs::new(&payload[IFINFOMSG_LEN..]) {
         let attr = attr.map_err(|e| malformed("link", e.0))?;
+        let bad = |e: crate::netlink::attr::Malformed| malformed("link", e.0);
         match attr.kind {
-            IFLA_IFNAME => ifname = Some(attr.str().map_err(|e| malformed("link", e.0))?),
+            IFLA_IFNAME => ifname = Some(attr.str().map_err(bad)?),
             IFLA_OPERSTATE => {
-                operstate = operstate_name(attr.u8().map_err(|e| malformed("link", e.0))?)
+                let state = attr.u8().map_err(bad)?;
+                detail.operstate_raw = Some(state);
+                operstate = operstate_name(state);
             }
+            IFLA_ADDRESS => detail.address = Some(attr.payload.to_vec()),
+            IFLA_LINK => detail.link = Some(attr.u32().map_err(bad)?),
+            IFLA_LINK_NETNSID => detail.link_netnsid = Some(attr.u32().map_err(bad)? as i32),
+            IFLA_MASTER => detail.master = Some(attr.u32().map_err(bad)?),
             _ => {}
         }
     }
@@ -170,6 +222,7 @@ fn parse_link(payload: &[u8]) -> Result<Link> {
         ifname,
         operstate,
         addr_info: Vec::new(),
+        detail,
     })
 }
 
@@ -215,11 +268,13 @@ fn parse_address(payload: &[u8]) -> Result<(u32, Address)> {
     let addr: IpAddr = local
         .or(address)
         .ok_or_else(|| malformed("address", "no address attribute"))?;
+    let peer = address.filter(|a| *a != addr).map(ip_string);
     Ok((
         index,
         Address {
             family: if want == 4 { "inet" } else { "inet6" },
             local: ip_string(addr),
+            peer,
             prefixlen,
         },
     ))

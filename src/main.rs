@@ -7,6 +7,7 @@ use clap::Parser;
 use machnet::cli::{Cli, Command};
 use machnet::commands;
 use machnet::error::{Error, Result};
+use machnet::link_brief::Brief;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -40,6 +41,8 @@ fn run(cli: Cli) -> Result<i32> {
             Command::Routes(args) => commands::routes::run(args).await,
             Command::Route { action } => commands::route::run(action).await,
             Command::Exec(args) => commands::exec::run(args).await,
+            Command::Links(args) => commands::links::run(args, Brief::Link).await,
+            Command::Addrs(args) => commands::links::run(args, Brief::Addr).await,
             Command::Link { action } => commands::link::run_link(action).await,
             Command::Addr { action } => commands::link::run_addr(action).await,
             Command::Generate { .. } => unreachable!("handled above"),

@@ -197,6 +197,11 @@ impl PinnedNamespace {
         })
     }
 
+    /// The namespace fd itself, for requests that name a namespace by fd (RTM_GETNSID).
+    pub fn netns_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.netns.as_fd()
+    }
+
     pub fn leader(&self) -> Option<u32> {
         self.process.as_ref().map(|p| p.pid)
     }

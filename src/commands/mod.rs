@@ -3,6 +3,7 @@
 pub mod exec;
 pub mod generate;
 pub mod link;
+pub mod links;
 pub mod list;
 pub mod route;
 pub mod routes;

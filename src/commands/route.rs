@@ -141,9 +141,13 @@ async fn get_routes(args: GetArgs) -> Result<i32> {
         })
         .collect::<Result<Vec<_>>>()?;
 
+    let mut shown = links.clone();
+    if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        shown.make_printable();
+    }
     let printer = RoutePrinter {
         names: &names,
-        links: &links,
+        links: &shown,
         // As `ip route get`: no table filter, so a table other than main is named.
         options: ShowOptions { all_tables: true },
         format: if args.json {

@@ -30,7 +30,10 @@ pub async fn run(args: RoutesArgs) -> Result<i32> {
         );
     }
     let mut sock = namespace.open_netlink()?;
-    let links = link::link_names(&mut sock)?;
+    let mut links = link::link_names(&mut sock)?;
+    if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        links.make_printable();
+    }
     let printer = RoutePrinter {
         names: &names,
         links: &links,
