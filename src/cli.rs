@@ -49,6 +49,8 @@ pub enum Command {
     Links(BriefArgs),
     /// A machine's addresses as `ip -br addr` prints them, with each veth's peer on the host.
     Addrs(BriefArgs),
+    /// Listening TCP/UDP sockets inside a machine and their processes (like `ss -tulpn`).
+    Sockets(BriefArgs),
     /// Change a link inside a machine: `link set TARGET IFNAME up|down|mtu N`.
     Link {
         #[command(subcommand)]

@@ -16,4 +16,5 @@ pub mod netlink;
 pub mod netns;
 pub mod peer;
 pub mod route;
+pub mod sockets;
 pub mod target;

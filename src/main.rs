@@ -43,6 +43,7 @@ fn run(cli: Cli) -> Result<i32> {
             Command::Exec(args) => commands::exec::run(args).await,
             Command::Links(args) => commands::links::run(args, Brief::Link).await,
             Command::Addrs(args) => commands::links::run(args, Brief::Addr).await,
+            Command::Sockets(args) => commands::sockets::run(args).await,
             Command::Link { action } => commands::link::run_link(action).await,
             Command::Addr { action } => commands::link::run_addr(action).await,
             Command::Generate { .. } => unreachable!("handled above"),

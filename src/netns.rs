@@ -22,7 +22,7 @@ use rustix::event::{PollFd, PollFlags};
 use rustix::process::{Pid, PidfdFlags};
 
 use crate::error::{Error, Result};
-use crate::netlink::NetlinkSocket;
+use crate::netlink::{NetlinkSocket, Protocol};
 
 /// Namespaces `exec` may join besides the network one (nsenter's -m -u -i -p).
 #[derive(Debug, Clone, Copy, Default)]
@@ -210,9 +210,14 @@ impl PinnedNamespace {
     /// thread of its own that enters the namespace and then ends, so no thread of ours is
     /// left behind in it; the socket keeps its namespace for life.
     pub fn open_netlink(&self) -> Result<NetlinkSocket> {
+        self.open_netlink_of(Protocol::Route)
+    }
+
+    /// As [`open_netlink`](Self::open_netlink), for another netlink family.
+    pub fn open_netlink_of(&self, protocol: Protocol) -> Result<NetlinkSocket> {
         let in_namespace = || -> io::Result<NetlinkSocket> {
             nix::sched::setns(self.netns.as_fd(), CloneFlags::CLONE_NEWNET)?;
-            NetlinkSocket::open_in_current_netns()
+            NetlinkSocket::open_in_current_netns(protocol)
         };
         let socket = std::thread::scope(|scope| {
             std::thread::Builder::new()

@@ -7,6 +7,7 @@ pub mod links;
 pub mod list;
 pub mod route;
 pub mod routes;
+pub mod sockets;
 
 use crate::error::Result;
 use crate::machined::Machined;

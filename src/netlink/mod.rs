@@ -45,6 +45,15 @@ pub struct Message<'a> {
     pub payload: &'a [u8],
 }
 
+/// Which netlink family a socket speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// rtnetlink: links, addresses, routes.
+    Route = libc::NETLINK_ROUTE as isize,
+    /// sock_diag: the sockets of a namespace.
+    SockDiag = libc::NETLINK_SOCK_DIAG as isize,
+}
+
 /// What a finished dump reports besides the messages it handed out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DumpEnd {
@@ -63,13 +72,13 @@ pub struct NetlinkSocket {
 impl NetlinkSocket {
     /// Opens an rtnetlink socket in the network namespace of the *calling thread*. Only
     /// `netns.rs` calls this, on a thread it has moved into the target namespace.
-    pub(crate) fn open_in_current_netns() -> io::Result<NetlinkSocket> {
+    pub(crate) fn open_in_current_netns(protocol: Protocol) -> io::Result<NetlinkSocket> {
         // SAFETY: plain syscall; the fd is owned right away.
         let raw = unsafe {
             libc::socket(
                 libc::AF_NETLINK,
                 libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
+                protocol as libc::c_int,
             )
         };
         if raw < 0 {

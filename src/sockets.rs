@@ -1,0 +1,211 @@
+//! Listening sockets of a namespace over sock_diag (what `ss -tuln` asks the kernel), and
+//! the processes that hold them, found by socket inode under /proc.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::unix::fs::MetadataExt;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::netlink::NetlinkSocket;
+
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const TCP_LISTEN: u32 = 10;
+/// An unconnected UDP socket reports TCP_CLOSE; that is what `ss -ul` lists.
+const TCP_CLOSE: u32 = 7;
+const INET_DIAG_MSG_LEN: usize = 72;
+const INET_DIAG_SKV6ONLY: u16 = 11;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Endpoint {
+    pub address: String,
+    pub port: u16,
+    /// An IPv6 socket that takes IPv6 only (INET_DIAG_SKV6ONLY); a wildcard one that does
+    /// not also takes IPv4, which ss shows as `*`.
+    #[serde(skip)]
+    pub v6only: bool,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Owner {
+    pub name: String,
+    pub pid: u32,
+    pub fd: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Socket {
+    pub netid: &'static str,
+    pub state: &'static str,
+    pub recv_q: u32,
+    pub send_q: u32,
+    pub local: Endpoint,
+    pub peer: Endpoint,
+    #[serde(skip)]
+    pub inode: u32,
+    /// Processes holding the socket, where /proc shows them.
+    pub process: Vec<Owner>,
+}
+
+/// Listening TCP and unconnected UDP sockets, IPv4 then IPv6, sorted by port.
+pub fn listening(sock: &mut NetlinkSocket) -> Result<Vec<Socket>> {
+    let mut all = Vec::new();
+    for (protocol, netid, state, state_name) in [
+        (IPPROTO_TCP, "tcp", TCP_LISTEN, "LISTEN"),
+        (IPPROTO_UDP, "udp", TCP_CLOSE, "UNCONN"),
+    ] {
+        for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
+            let request = diag_request(family, protocol, 1 << state);
+            let mut found = Vec::new();
+            sock.dump(SOCK_DIAG_BY_FAMILY, &request, "listing sockets", |msg| {
+                found.push(parse_diag(msg.payload, netid, state_name)?);
+                Ok(())
+            })?;
+            found.sort_by_key(|s: &Socket| (s.local.port, s.local.address.clone()));
+            all.extend(found);
+        }
+    }
+    Ok(all)
+}
+
+/// struct inet_diag_req_v2 with a zero socket id: every socket of that family, protocol
+/// and state set.
+fn diag_request(family: u8, protocol: u8, states: u32) -> Vec<u8> {
+    let mut req = vec![family, protocol, 0, 0];
+    req.extend_from_slice(&states.to_ne_bytes());
+    req.resize(56, 0);
+    req
+}
+
+/// struct inet_diag_msg: family, state, timer, retrans, the socket id, then expires,
+/// rqueue, wqueue, uid, inode.
+fn parse_diag(payload: &[u8], netid: &'static str, state: &'static str) -> Result<Socket> {
+    if payload.len() < INET_DIAG_MSG_LEN {
+        return Err(Error::Other(format!(
+            "the kernel sent a {}-byte socket record, shorter than struct inet_diag_msg",
+            payload.len()
+        )));
+    }
+    let family = payload[0];
+    let word = |at: usize| u32::from_ne_bytes(payload[at..at + 4].try_into().unwrap());
+    let port = |at: usize| u16::from_be_bytes([payload[at], payload[at + 1]]);
+    let addr = |at: usize| -> String {
+        let ip = if family as i32 == libc::AF_INET {
+            IpAddr::V4(Ipv4Addr::new(
+                payload[at],
+                payload[at + 1],
+                payload[at + 2],
+                payload[at + 3],
+            ))
+        } else {
+            IpAddr::V6(Ipv6Addr::from(
+                <[u8; 16]>::try_from(&payload[at..at + 16]).unwrap(),
+            ))
+        };
+        crate::route::format::ip_string(ip)
+    };
+    // After the fixed part, attributes; the kernel always adds INET_DIAG_SKV6ONLY to IPv6.
+    let mut v6only = false;
+    for a in crate::netlink::attr::Attrs::new(&payload[INET_DIAG_MSG_LEN..]) {
+        let a = a.map_err(|e| Error::Other(format!("undecodable socket record ({})", e.0)))?;
+        if a.kind == INET_DIAG_SKV6ONLY {
+            v6only = a.u8().map_err(|e| Error::Other(e.0))? != 0;
+        }
+    }
+    Ok(Socket {
+        netid,
+        state,
+        recv_q: word(56),
+        send_q: word(60),
+        local: Endpoint {
+            address: addr(8),
+            port: port(4),
+            v6only,
+        },
+        peer: Endpoint {
+            address: addr(24),
+            port: port(6),
+            v6only,
+        },
+        inode: word(68),
+        process: Vec::new(),
+    })
+}
+
+/// Fills in the owning processes: every process in the namespace (its /proc/PID/ns/net is
+/// `netns_inode`) whose fds include one of the sockets. Processes that vanish meanwhile,
+/// or whose fds we may not read, are skipped: "where visible".
+pub fn attach_owners(sockets: &mut [Socket], netns_inode: u64) {
+    let wanted: HashMap<u32, usize> = sockets
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.inode, i))
+        .collect();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let dir = entry.path();
+        if std::fs::metadata(dir.join("ns/net")).map(|m| m.ino()).ok() != Some(netns_inode) {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(dir.join("fd")) else {
+            continue;
+        };
+        let name = std::fs::read_to_string(dir.join("comm"))
+            .map(|c| c.trim_end().to_string())
+            .unwrap_or_default();
+        for fd in fds.flatten() {
+            let Ok(target) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            let inode = target
+                .to_str()
+                .and_then(|t| t.strip_prefix("socket:["))
+                .and_then(|t| t.strip_suffix(']'))
+                .and_then(|t| t.parse::<u32>().ok());
+            let (Some(inode), Some(fd_num)) =
+                (inode, fd.file_name().to_str().and_then(|f| f.parse().ok()))
+            else {
+                continue;
+            };
+            if let Some(&i) = wanted.get(&inode) {
+                sockets[i].process.push(Owner {
+                    name: name.clone(),
+                    pid,
+                    fd: fd_num,
+                });
+            }
+        }
+    }
+    for s in sockets.iter_mut() {
+        s.process.sort_by_key(|o| (o.pid, o.fd));
+    }
+}
+
+/// `address:port` as ss prints it: IPv6 in brackets, and `*` for an IPv6 wildcard that
+/// also takes IPv4.
+pub fn endpoint_text(e: &Endpoint, wildcard_port: bool) -> String {
+    let port = if wildcard_port && e.port == 0 {
+        "*".to_string()
+    } else {
+        e.port.to_string()
+    };
+    if e.address == "::" && !e.v6only {
+        format!("*:{port}")
+    } else if e.address.contains(':') {
+        format!("[{}]:{port}", e.address)
+    } else {
+        format!("{}:{port}", e.address)
+    }
+}

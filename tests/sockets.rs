@@ -1,0 +1,100 @@
+//! `machnet sockets` against `ss -tulpn` run inside the same namespace, with listeners
+//! this test starts (and ends, by PID).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use common::*;
+use serde_json::Value;
+
+const LISTENERS: &str = r#"
+import socket, sys, time
+socks = []
+for family, kind, addr in [
+    (socket.AF_INET, socket.SOCK_STREAM, ("10.88.0.2", 9090)),
+    (socket.AF_INET6, socket.SOCK_STREAM, ("::", 8080)),
+    (socket.AF_INET, socket.SOCK_DGRAM, ("0.0.0.0", 5353)),
+    (socket.AF_INET6, socket.SOCK_DGRAM, ("fd88::2", 5354)),
+]:
+    s = socket.socket(family, kind)
+    if family == socket.AF_INET6 and addr[0] == "fd88::2":
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.bind(addr)
+    if kind == socket.SOCK_STREAM:
+        s.listen(5)
+    socks.append(s)
+print("ready", flush=True)
+time.sleep(60)
+"#;
+
+struct Listeners(std::process::Child);
+
+impl Drop for Listeners {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Rows as (netid, state, local, peer, process), whitespace-split as ss prints them.
+fn rows(text: &str) -> BTreeSet<Vec<String>> {
+    text.lines()
+        .filter(|l| !l.starts_with("Netid"))
+        .map(|l| {
+            let f: Vec<String> = l.split_whitespace().map(str::to_string).collect();
+            let mut row = vec![f[0].clone(), f[1].clone(), f[4].clone(), f[5].clone()];
+            row.push(f.get(6).cloned().unwrap_or_default());
+            row
+        })
+        .collect()
+}
+
+#[test]
+fn listening_sockets_and_owners_match_ss() {
+    let bed = testbed();
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", "corpus", "python3", "-c", LISTENERS])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 in corpus");
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    let listeners = Listeners(child);
+    assert_eq!(ready.trim(), "ready");
+
+    let mine = ok(machnet(&["sockets", "corpus"]), "machnet sockets");
+    let leader = bed.leader("corpus").to_string();
+    let mut ss = Command::new("nsenter");
+    ss.args(["-t", &leader, "-n", "ss", "-H", "-tulpn"]);
+    let theirs = ok(run(ss), "ss -tulpn");
+    assert_eq!(
+        rows(&mine),
+        rows(&theirs),
+        "machnet:\n{mine}\nss:\n{theirs}"
+    );
+    let pid = listeners.0.id().to_string();
+    for port in ["10.88.0.2:9090", "*:8080", "0.0.0.0:5353", "[fd88::2]:5354"] {
+        let line = mine
+            .lines()
+            .find(|l| l.contains(port))
+            .unwrap_or_else(|| panic!("{port}:\n{mine}"));
+        assert!(line.contains(&format!("\"python3\",pid={pid},")), "{line}");
+    }
+
+    let json: Value =
+        serde_json::from_str(&ok(machnet(&["sockets", "corpus", "--json"]), "json")).unwrap();
+    let tcp9090 = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["local"]["port"] == 9090)
+        .expect("9090 in JSON");
+    assert_eq!(tcp9090["netid"], "tcp");
+    assert_eq!(tcp9090["local"]["address"], "10.88.0.2");
+    assert_eq!(tcp9090["process"][0]["name"], "python3");
+}
