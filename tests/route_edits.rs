@@ -216,6 +216,8 @@ fn delete_matches_every_field_given_and_reports_a_missing_route() {
         &["10.212.0.0/16", "via", "10.88.0.9", "metric", "5"],
         &["10.212.0.0/16", "metric", "5", "proto", "static"],
         &["unreachable", "10.212.0.0/16", "metric", "5"],
+        // IPv6: the kernel ignores the type on delete; machnet must not.
+        &["-6", "unreachable", "2001:db8:212::/48"],
     ] {
         let mut args = vec!["del", "corpus"];
         args.extend_from_slice(spec);

@@ -53,9 +53,64 @@ async fn edit_route(edit: Edit, args: EditArgs) -> Result<i32> {
         Error::NoSuchTarget(format!("route \"{text}\" in {}: {e}", namespace.label))
     })?;
     let context = format!("{} route \"{text}\" in {}", edit.verb(), namespace.label);
+    if edit == Edit::Delete && route.family == AF_INET6 && route.given.kind {
+        ensure_ipv6_route_of_type(&mut sock, &route, &context)?;
+    }
     sock.request(edit.message_type(), edit.flags(), &request, &context)
         .map_err(|e| with_hint(e, edit))?;
     Ok(0)
+}
+
+/// The kernel matches an IPv6 delete on prefix, device, gateway, metric and protocol but
+/// not on the route type, so `del unreachable fd00::/64` would remove a unicast fd00::/64.
+/// When a type is given, make sure a route of that type is there before asking.
+fn ensure_ipv6_route_of_type(
+    sock: &mut crate::netlink::NetlinkSocket,
+    route: &spec::RouteSpec,
+    context: &str,
+) -> Result<()> {
+    const RTM_NEWROUTE: u16 = 24;
+    let mut request = vec![0u8; 12];
+    request[0] = AF_INET6;
+    crate::netlink::attr::push(
+        &mut request,
+        crate::route::message::RTA_TABLE,
+        &route.table.to_ne_bytes(),
+    );
+    let wanted_dst = route.dst.addr;
+    let mut found = false;
+    let dumped = sock.dump(26, &request, context, |msg| {
+        if msg.kind != RTM_NEWROUTE {
+            return Ok(());
+        }
+        let r = Route::parse(msg.payload).map_err(|e| {
+            Error::Other(format!(
+                "the kernel sent a route machnet cannot decode ({})",
+                e.0
+            ))
+        })?;
+        let same_metric = route
+            .metric
+            .is_none_or(|m| r.u32_attr(crate::route::message::RTA_PRIORITY) == Some(m));
+        if r.dst_len == route.dst.len
+            && r.addr_attr(crate::route::message::RTA_DST) == wanted_dst
+            && r.kind == route.kind
+            && same_metric
+        {
+            found = true;
+        }
+        Ok(())
+    });
+    match dumped {
+        Ok(_) if found => Ok(()),
+        // A table that does not exist holds no such route either.
+        Ok(_) | Err(Error::Kernel { .. }) => Err(Error::Kernel {
+            context: context.to_string(),
+            source: std::io::Error::from_raw_os_error(libc::ESRCH),
+            says: "no route of that type with that prefix; no route matches every field given; nothing was deleted".into(),
+        }),
+        Err(e) => Err(e),
+    }
 }
 
 /// Adds what to try to the kernel's most common refusals.
