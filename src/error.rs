@@ -73,16 +73,15 @@ impl Error {
         }
     }
 
-    /// An I/O error with what we were doing; EPERM/EACCES become a permission error that
-    /// names the capability machnet needs, since "Operation not permitted" alone does not
-    /// tell a user that they forgot sudo.
+    /// An I/O error with what we were doing; EPERM/EACCES become a permission error (exit
+    /// 5) so scripts can tell "run me as root" from other failures. Which capability a
+    /// namespace entry needs is said up front by netns::require_privileges.
     pub fn io(context: impl Into<String>, source: io::Error) -> Error {
         let context = context.into();
         match source.raw_os_error() {
-            Some(libc::EPERM) | Some(libc::EACCES) => Error::Permission(format!(
-                "{context}: {source}; machnet needs CAP_SYS_ADMIN and CAP_SYS_PTRACE to enter \
-                 another network namespace (run it as root)"
-            )),
+            Some(libc::EPERM) | Some(libc::EACCES) => {
+                Error::Permission(format!("{context}: {source}"))
+            }
             _ => Error::Io { context, source },
         }
     }

@@ -10,7 +10,12 @@ use machnet::error::{Error, Result};
 use machnet::link_brief::Brief;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Before anything of ours is opened: what the caller passed is theirs to pass on.
+    machnet::netns::remember_inherited_fds();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     init_tracing(cli.verbose);
     match run(cli) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
@@ -23,6 +28,30 @@ fn main() -> ExitCode {
             ExitCode::from(err.exit_code().clamp(1, 255) as u8)
         }
     }
+}
+
+/// --help and --version print as clap prints them; a usage error becomes one line,
+/// `machnet: ...`, exit 2, like every other error.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or("bad usage");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    eprintln!("machnet: {first} (see machnet --help)");
+    ExitCode::from(2)
 }
 
 fn run(cli: Cli) -> Result<i32> {

@@ -80,13 +80,28 @@ fn malformed_targets_and_tables_are_usage_errors() {
         &["routes", "pid:nope"],
         &["routes", "netns:"],
         &["routes", "corpus", "--table", "nonsense"],
+        &["routes"],
+        &["routes", "corpus", "-4", "-6"],
+        &["exec", "corpus"],
     ] {
-        let out = machnet(args);
-        let err = stderr(&out);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-        assert!(out.stdout.is_empty(), "{args:?}");
-        assert!(!err.is_empty(), "{args:?}");
+        let err = fails_cleanly(&machnet(args), 2, &format!("{args:?}"));
+        if args.get(1).is_some_and(|a| a.contains(['/', ':'])) {
+            assert!(err.contains("malformed target"), "{args:?}: {err}");
+        }
     }
+}
+
+/// A thread id is not a process: say so, as a missing target.
+#[test]
+fn a_thread_id_is_not_a_process() {
+    let _bed = testbed();
+    let tid = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| t.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|t| *t != std::process::id())
+        .expect("the test harness runs tests on threads");
+    let err = fails_cleanly(&machnet(&["routes", &format!("pid:{tid}")]), 3, "thread id");
+    assert!(err.contains("is a thread, not a process"), "{err}");
 }
 
 #[test]

@@ -141,7 +141,7 @@ fn exec_runs_a_host_command_in_the_machine_netns() {
 
 #[test]
 fn exec_passes_status_stdio_and_no_file_descriptors() {
-    let _bed = testbed();
+    let bed = testbed();
     let out = machnet(&[
         "exec",
         "corpus",
@@ -176,13 +176,18 @@ fn exec_passes_status_stdio_and_no_file_descriptors() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(String::from_utf8(out.stdout).unwrap(), "through stdin\n");
 
-    // The child sees fds 0-2 only: no bus socket, pidfd or namespace fd of machnet's.
-    let fds = ok(
-        machnet(&["exec", "corpus", "--", "sh", "-c", "ls /proc/$$/fd"]),
+    // The command sees what nsenter's would (the fds this test process passes on), and
+    // none of machnet's own: no bus socket, pidfd or namespace fd.
+    let list = "ls /proc/$$/fd";
+    let mine = ok(
+        machnet(&["exec", "corpus", "--", "sh", "-c", list]),
         "exec ls fds",
     );
-    let fds: Vec<&str> = fds.split_whitespace().collect();
-    assert_eq!(fds, ["0", "1", "2"], "leaked fds");
+    let leader = bed.leader("corpus").to_string();
+    let mut nsenter = Command::new("nsenter");
+    nsenter.args(["-t", &leader, "-n", "sh", "-c", list]);
+    let theirs = ok(run(nsenter), "nsenter ls fds");
+    assert_eq!(mine, theirs, "fds reaching the command");
 
     fails_cleanly(
         &machnet(&["exec", "corpus", "--", "no-such-command-xyz"]),
@@ -193,12 +198,50 @@ fn exec_passes_status_stdio_and_no_file_descriptors() {
 
 #[test]
 fn exec_joins_more_namespaces_only_when_asked() {
-    let _bed = testbed();
+    let bed = testbed();
+    let leader = bed.leader("qbittorrent");
+    let link = |p: String| {
+        std::fs::read_link(p)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    let theirs = |kind: &str| link(format!("/proc/{leader}/ns/{kind}"));
+    let ours = |kind: &str| link(format!("/proc/self/ns/{kind}"));
+    let probe = "readlink /proc/self/ns/uts /proc/self/ns/ipc /proc/self/ns/pid /proc/self/ns/mnt";
+    let seen = |flags: &[&str]| -> Vec<String> {
+        let mut args = vec!["exec"];
+        args.extend_from_slice(flags);
+        args.extend(["qbittorrent", "--", "/bin/sh", "-c", probe]);
+        ok(machnet(&args), &format!("exec {flags:?}"))
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    // By default: none of them.
+    assert_eq!(
+        seen(&[]),
+        [ours("uts"), ours("ipc"), ours("pid"), ours("mnt")]
+    );
+    // Each flag joins exactly its own.
+    assert_eq!(
+        seen(&["-u"]),
+        [theirs("uts"), ours("ipc"), ours("pid"), ours("mnt")]
+    );
+    assert_eq!(
+        seen(&["-i"]),
+        [ours("uts"), theirs("ipc"), ours("pid"), ours("mnt")]
+    );
+    assert_eq!(
+        seen(&["-p"]),
+        [ours("uts"), ours("ipc"), theirs("pid"), ours("mnt")]
+    );
     let uts = ok(
         machnet(&["exec", "-u", "qbittorrent", "--", "hostname"]),
         "exec -u hostname",
     );
     assert_eq!(uts.trim(), "qbittorrent");
+    // -m: the command is found and runs inside the container's own file system.
     let os = ok(
         machnet(&[
             "exec",
@@ -214,19 +257,67 @@ fn exec_joins_more_namespaces_only_when_asked() {
         os.contains("machnet-testbed"),
         "the container's own os-release: {os}"
     );
-    let pid = ok(
-        machnet(&["exec", "-p", "qbittorrent", "--", "sh", "-c", "echo $$"]),
-        "exec -p",
-    );
-    let pid: u32 = pid.trim().parse().unwrap();
-    assert!(
-        pid < 100,
-        "a PID inside the container's PID namespace, got {pid}"
-    );
     let err = fails_cleanly(
         &machnet(&["exec", "-m", "netns:corpus", "--", "true"]),
         2,
         "-m on a bare netns",
     );
     assert!(err.contains("no process"), "{err}");
+}
+
+/// What the caller hands machnet (an open fd, its ignored signals) reaches the command,
+/// and a SIGTERM sent to machnet ends the command too, as with nsenter (which execs).
+#[test]
+fn exec_passes_on_caller_fds_ignored_signals_and_termination() {
+    let _bed = testbed();
+    let m = machnet_bin();
+    let script = format!(
+        "exec 3</etc/hostname; {m} exec corpus -- sh -c 'cat <&3 >/dev/null && echo fd3-ok'; \
+         trap '' INT; {m} exec corpus -- sh -c 'grep SigIgn /proc/self/status'"
+    );
+    let mut cmd = Command::new("bash");
+    cmd.args(["-c", &script]);
+    let out = ok(run(cmd), "fd and signal pass-through");
+    assert!(out.contains("fd3-ok"), "{out}");
+    let ignored = out.lines().find(|l| l.starts_with("SigIgn")).unwrap();
+    let mask = u64::from_str_radix(ignored.split_whitespace().nth(1).unwrap(), 16).unwrap();
+    assert!(
+        mask & (1 << (libc::SIGINT - 1)) != 0,
+        "SIGINT stays ignored: {ignored}"
+    );
+
+    // SIGTERM to machnet reaches the command: nothing is left running.
+    // A sleep with a duration no other process has, found by its command line.
+    let marker = format!("30.{}", std::process::id());
+    let mut child = Command::new(m)
+        .args(["exec", "corpus", "--", "sleep", &marker])
+        .spawn()
+        .unwrap();
+    let found = |marker: &str| {
+        let wanted = format!("sleep\0{marker}\0");
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .map(|c| c == wanted.as_bytes())
+                    .unwrap_or(false)
+            })
+    };
+    for _ in 0..100 {
+        if found(&marker) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(found(&marker), "the command started");
+    // SAFETY: signalling the machnet process this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(128 + libc::SIGTERM),
+        "machnet reports the command's death"
+    );
+    assert!(!found(&marker), "the command ended with machnet");
 }

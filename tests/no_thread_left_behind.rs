@@ -1,8 +1,12 @@
-//! After many operations in other namespaces, every thread of this process must still be
-//! in the namespace it started in: setns happens only on threads that then end.
+//! After operations in other namespaces, every thread of this process must still be in
+//! the namespaces it started in: setns happens only on threads that then end (or in a
+//! forked child). Checked after every single operation, for every namespace kind
+//! (including pid_for_children, which exec's PID join moves), so a stray setns on any
+//! thread is caught before a later operation could move it back.
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 
 use machnet::link;
@@ -13,21 +17,48 @@ use machnet::route::names::Names;
 use machnet::route::print::{Format, RoutePrinter, ShowOptions};
 use machnet::target::Target;
 
-fn thread_namespaces() -> Vec<(String, u64)> {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .map(|t| {
-            let t = t.unwrap().path();
-            let ino = std::fs::metadata(t.join("ns/net")).unwrap().ino();
-            (t.display().to_string(), ino)
-        })
-        .collect()
+const KINDS: [&str; 6] = ["net", "mnt", "uts", "ipc", "pid", "pid_for_children"];
+
+/// (thread, namespace kind) → inode, for every thread of this process.
+fn thread_namespaces() -> BTreeMap<(String, &'static str), u64> {
+    let mut all = BTreeMap::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let task = task.unwrap().path();
+        for kind in KINDS {
+            // A thread may end while we look; what is gone is not astray.
+            if let Ok(meta) = std::fs::metadata(task.join("ns").join(kind)) {
+                all.insert((task.display().to_string(), kind), meta.ino());
+            }
+        }
+    }
+    all
+}
+
+fn assert_all_home(home: &BTreeMap<&'static str, u64>, when: &str) {
+    let strays: Vec<_> = thread_namespaces()
+        .into_iter()
+        .filter(|((_, kind), ino)| home[kind] != *ino)
+        .collect();
+    assert!(
+        strays.is_empty(),
+        "{when}: threads in other namespaces: {strays:?}"
+    );
 }
 
 #[test]
-fn every_thread_stays_in_its_own_namespace() {
+fn every_thread_stays_in_its_own_namespaces() {
     let _bed = common::testbed();
-    let home = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
+    let home: BTreeMap<&'static str, u64> = KINDS
+        .iter()
+        .map(|k| {
+            (
+                *k,
+                std::fs::metadata(format!("/proc/self/ns/{k}"))
+                    .unwrap()
+                    .ino(),
+            )
+        })
+        .collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -37,8 +68,8 @@ fn every_thread_stays_in_its_own_namespace() {
     let mut dumped = 0usize;
     runtime.block_on(async {
         let machined = Machined::connect().await.unwrap();
-        for round in 0..50 {
-            for target in ["qbittorrent", "corpus", "netns:corpus", ".host"] {
+        for round in 0..25 {
+            for target in [".host", "qbittorrent", "corpus", "netns:corpus", "pid:1"] {
                 let target: Target = target.parse().unwrap();
                 let resolved = target
                     .resolve(Some(&machined), ExtraNamespaces::default())
@@ -71,44 +102,26 @@ fn every_thread_stays_in_its_own_namespace() {
                 dumped += out.len();
                 // A task on a runtime worker in between, so worker threads are in play.
                 tokio::task::spawn(async {}).await.unwrap();
+                assert_all_home(&home, &format!("after reading {target}"));
             }
         }
-        // exec forks from a helper thread that joins the PID namespace: it too must end.
+        // exec forks from a helper thread that joins the PID namespace: it too must end,
+        // and no other thread may keep the machine's pid_for_children.
+        let all = ExtraNamespaces {
+            mount: true,
+            uts: true,
+            ipc: true,
+            pid: true,
+        };
         let resolved = Target::Machine("qbittorrent".into())
-            .resolve(
-                Some(&machined),
-                ExtraNamespaces {
-                    pid: true,
-                    ..Default::default()
-                },
-            )
+            .resolve(Some(&machined), all)
             .await
             .unwrap();
-        let code = resolved
-            .namespace
-            .exec(
-                "true",
-                &[],
-                ExtraNamespaces {
-                    pid: true,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+        let code = resolved.namespace.exec("/bin/true", &[], all).unwrap();
         assert_eq!(code, 0);
+        assert_all_home(&home, "after exec joined every namespace");
     });
     assert!(dumped > 0);
-    let assert_all_home = |when: &str| {
-        let strays: Vec<_> = thread_namespaces()
-            .into_iter()
-            .filter(|(_, ino)| *ino != home)
-            .collect();
-        assert!(
-            strays.is_empty(),
-            "{when}: threads in other namespaces: {strays:?}"
-        );
-    };
-    assert_all_home("with the runtime's threads alive");
     drop(runtime);
-    assert_all_home("after the runtime shut down");
+    assert_all_home(&home, "after the runtime shut down");
 }

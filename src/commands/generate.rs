@@ -1,6 +1,7 @@
 //! `machnet generate man DIR` and `machnet generate completions SHELL`, straight from the
 //! clap definitions so the docs cannot drift from the parser.
 
+use std::io::Write;
 use std::path::Path;
 
 use clap::CommandFactory;
@@ -17,8 +18,15 @@ pub fn run(what: Generate) -> Result<i32> {
                 Shell::Zsh => clap_complete::Shell::Zsh,
                 Shell::Fish => clap_complete::Shell::Fish,
             };
+            // Into a buffer first: clap_complete panics on a failed write, we report it.
             let mut cmd = Cli::command();
-            clap_complete::generate(shell, &mut cmd, "machnet", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "machnet", &mut script);
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(&script)
+                .and_then(|_| stdout.flush())
+                .map_err(|e| Error::io("writing the completion script", e))?;
         }
     }
     Ok(0)

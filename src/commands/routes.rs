@@ -62,16 +62,20 @@ fn query_family(ipv4: bool, ipv6: bool, table: Option<u32>) -> u8 {
     }
 }
 
-/// `all` → None; a name from rt_tables or a number → that table.
+/// `all` → None; a name from rt_tables or a number → that table. Table 0 (`unspec`)
+/// means "all" to the kernel and to ip alike.
 pub fn parse_table(text: &str, names: &Names) -> Result<Option<u32>> {
     if text == "all" {
         return Ok(None);
     }
-    names.table_id(text).map(Some).ok_or_else(|| {
-        Error::Usage(format!(
-            "unknown table {text:?}: use main, local, all, a number, or a name from rt_tables"
-        ))
-    })
+    names
+        .table_id(text)
+        .map(|id| (id != 0).then_some(id))
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "unknown table {text:?}: use main, local, all, a number, or a name from rt_tables"
+            ))
+        })
 }
 
 /// USER_HZ, the unit the kernel reports route expiry times in.
@@ -101,6 +105,7 @@ mod tests {
     fn tables_by_name_number_or_all() {
         let names = Names::builtin();
         assert_eq!(parse_table("all", &names).unwrap(), None);
+        assert_eq!(parse_table("0", &names).unwrap(), None);
         assert_eq!(parse_table("local", &names).unwrap(), Some(255));
         assert_eq!(parse_table("4294967290", &names).unwrap(), Some(4294967290));
         assert!(matches!(parse_table("bogus", &names), Err(Error::Usage(_))));

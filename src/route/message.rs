@@ -199,11 +199,13 @@ impl<'a> Route<'a> {
         self.u32_attr(RTA_TABLE).unwrap_or(self.rtm_table as u32)
     }
 
+    /// The prefix length at which iproute2 drops the "/len". Its af_bit_len() knows only
+    /// AF_INET and AF_INET6: multicast-routing families (IPMR, IP6MR) always get a /len.
     pub fn host_len(&self) -> u8 {
-        if self.addr_len() == Ok(16) {
-            128
-        } else {
-            32
+        match self.family {
+            AF_INET => 32,
+            AF_INET6 => 128,
+            _ => 0,
         }
     }
 

@@ -12,17 +12,18 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use nix::sched::CloneFlags;
 use rustix::event::{PollFd, PollFlags};
 use rustix::process::{Pid, PidfdFlags};
 
 use crate::error::{Error, Result};
+
+mod exec;
 use crate::netlink::{NetlinkSocket, Protocol};
+pub use exec::remember_inherited_fds;
 
 /// Namespaces `exec` may join besides the network one (nsenter's -m -u -i -p).
 #[derive(Debug, Clone, Copy, Default)]
@@ -92,12 +93,13 @@ pub fn pin_process(
         .ok()
         .and_then(Pid::from_raw)
         .ok_or_else(|| Error::Usage(format!("{label}: {pid} is not a valid process id")))?;
-    let pidfd = rustix::process::pidfd_open(raw_pid, PidfdFlags::empty()).map_err(|e| {
-        if e == rustix::io::Errno::SRCH {
-            Error::StaleMachine(format!("{label}: process {pid} does not exist"))
-        } else {
-            Error::io(format!("{label}: pinning process {pid}"), e.into())
-        }
+    let pidfd = rustix::process::pidfd_open(raw_pid, PidfdFlags::empty()).map_err(|e| match e {
+        rustix::io::Errno::SRCH => Error::StaleMachine(format!("{label}: process {pid} does not exist")),
+        // pidfd_open takes only a process (thread-group leader), not another thread.
+        rustix::io::Errno::INVAL | rustix::io::Errno::NOENT => Error::NoSuchTarget(format!(
+            "{label}: {pid} is a thread, not a process; use its process id (Tgid in /proc/{pid}/status)"
+        )),
+        _ => Error::io(format!("{label}: pinning process {pid}"), e.into()),
     })?;
     verify(&PidfdInfo { pid, pidfd: &pidfd })?;
     let proc_dir = PathBuf::from(format!("/proc/{pid}/ns"));
@@ -161,12 +163,18 @@ impl PidfdInfo<'_> {
 /// A named namespace from `ip netns add` (a bind mount under /run/netns).
 pub fn pin_named(name: &str) -> Result<PinnedNamespace> {
     let path = Path::new("/run/netns").join(name);
-    let fd = File::open(&path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => Error::NoSuchTarget(format!(
+    // Non-blocking: a FIFO planted under /run/netns must not hang us (it then fails the
+    // namespace check below).
+    let fd = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&path)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => Error::NoSuchTarget(format!(
             "there is no network namespace named {name:?} under /run/netns (see `ip netns list`)"
         )),
-        _ => Error::io(format!("opening {}", path.display()), e),
-    })?;
+            _ => Error::io(format!("opening {}", path.display()), e),
+        })?;
     PinnedNamespace::from_fd(format!("netns:{name}"), fd.into())
 }
 
@@ -197,6 +205,11 @@ impl PinnedNamespace {
         })
     }
 
+    /// True when the calling thread is in this very namespace.
+    fn is_current(&self) -> bool {
+        std::fs::metadata("/proc/thread-self/ns/net").is_ok_and(|m| m.ino() == self.inode)
+    }
+
     /// The namespace fd itself, for requests that name a namespace by fd (RTM_GETNSID).
     pub fn netns_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.netns.as_fd()
@@ -215,6 +228,12 @@ impl PinnedNamespace {
 
     /// As [`open_netlink`](Self::open_netlink), for another netlink family.
     pub fn open_netlink_of(&self, protocol: Protocol) -> Result<NetlinkSocket> {
+        if self.is_current() {
+            // Already here (.host, or a machine sharing our namespace): no setns, so this
+            // works without privileges, as `ip` does.
+            return NetlinkSocket::open_in_current_netns(protocol)
+                .map_err(|e| Error::io(format!("{}: opening a netlink socket", self.label), e));
+        }
         let in_namespace = || -> io::Result<NetlinkSocket> {
             nix::sched::setns(self.netns.as_fd(), CloneFlags::CLONE_NEWNET)?;
             NetlinkSocket::open_in_current_netns(protocol)
@@ -235,100 +254,6 @@ impl PinnedNamespace {
         })
     }
 
-    /// Runs `program` with only this network namespace switched (plus `extra` when
-    /// asked), waits for it, and returns its exit code (128+N for a signal, as shells do).
-    pub fn exec(&self, program: &str, args: &[String], extra: ExtraNamespaces) -> Result<i32> {
-        let extra_fds: Vec<(CloneFlags, i32)> = match &self.process {
-            Some(p) => p.extra.iter().map(|(f, fd)| (*f, fd.as_raw_fd())).collect(),
-            None if extra.any() => {
-                return Err(Error::Usage(format!(
-                    "{} is a bare network namespace with no process to take mount/uts/ipc/pid \
-                     namespaces from; use a machine or pid:N target for -m/-u/-i/-p",
-                    self.label
-                )))
-            }
-            None => Vec::new(),
-        };
-        // Resolve the program on the host before forking, unless it is to be found inside
-        // the machine's own file system (-m), as nsenter does.
-        let program_path = if extra.mount {
-            PathBuf::from(program)
-        } else {
-            resolve_program(program)?
-        };
-        let netns = self.netns.as_raw_fd();
-        let pid_ns = extra_fds
-            .iter()
-            .find(|(f, _)| *f == CloneFlags::CLONE_NEWPID)
-            .map(|(_, fd)| *fd);
-        let in_child: Vec<(CloneFlags, i32)> = std::iter::once((CloneFlags::CLONE_NEWNET, netns))
-            .chain(
-                extra_fds
-                    .iter()
-                    .copied()
-                    .filter(|(f, _)| *f != CloneFlags::CLONE_NEWPID),
-            )
-            .collect();
-
-        let mut command = Command::new(&program_path);
-        command.args(args);
-        // SAFETY: the closure runs in the forked child before exec and only makes
-        // async-signal-safe system calls (setns, close_range, signal) on data prepared
-        // before the fork.
-        unsafe {
-            command.pre_exec(move || {
-                for (flag, fd) in &in_child {
-                    if libc::setns(*fd, flag.bits()) != 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                }
-                // Nothing of machnet's (bus socket, pidfd, namespace fds) reaches the command:
-                // mark every fd above stderr close-on-exec. (Closing them outright would also
-                // close the pipe std uses to report a failed exec.)
-                if libc::syscall(
-                    libc::SYS_close_range,
-                    3u32,
-                    u32::MAX,
-                    libc::CLOSE_RANGE_CLOEXEC,
-                ) != 0
-                {
-                    return Err(io::Error::last_os_error());
-                }
-                libc::signal(libc::SIGINT, libc::SIG_DFL);
-                libc::signal(libc::SIGQUIT, libc::SIG_DFL);
-                Ok(())
-            });
-        }
-
-        // Like system(3): while the command runs, ^C and ^\ are its business, not ours.
-        let _ignore = IgnoreInteractiveSignals::new();
-        let spawn = || -> io::Result<std::process::Child> {
-            // A PID namespace only applies to children of the thread that joined it, so the
-            // fork happens on a thread that joined it and then ends.
-            if let Some(fd) = pid_ns {
-                // SAFETY: fd is a namespace fd we hold open for the whole call.
-                let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-                nix::sched::setns(fd, CloneFlags::CLONE_NEWPID)?;
-            }
-            command.spawn()
-        };
-        let child = std::thread::scope(|scope| {
-            std::thread::Builder::new()
-                .name("machnet-spawn".into())
-                .spawn_scoped(scope, spawn)
-                .map_err(|e| Error::io("starting a thread", e))?
-                .join()
-                .map_err(|_| Error::Other("the spawning thread panicked".into()))
-        })?;
-        let mut child = child.map_err(|e| spawn_error(program, e))?;
-        let status = child
-            .wait()
-            .map_err(|e| Error::io(format!("waiting for {program}"), e))?;
-        Ok(status
-            .code()
-            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
-    }
-
     /// Checks that the pinned process (if any) is still alive: a namespace held through a
     /// dead leader still works, but a machine whose leader died is stale.
     pub fn leader_alive(&self) -> Result<bool> {
@@ -337,41 +262,6 @@ impl PinnedNamespace {
             None => Ok(true),
         }
     }
-}
-
-/// exec's failures are reported the way nsenter reports them: 127 for a command that is
-/// not there, 126 for one that cannot run.
-fn spawn_error(program: &str, e: io::Error) -> Error {
-    let code = if e.kind() == io::ErrorKind::NotFound {
-        127
-    } else {
-        126
-    };
-    Error::Exec {
-        message: format!("cannot run {program}: {e}"),
-        code,
-    }
-}
-
-fn resolve_program(program: &str) -> Result<PathBuf> {
-    if program.contains('/') {
-        return Ok(PathBuf::from(program));
-    }
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|candidate| is_executable(candidate))
-        .ok_or_else(|| Error::Exec {
-            message: format!("cannot run {program}: not found in PATH"),
-            code: 127,
-        })
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
 }
 
 /// A pidfd becomes readable when its process exits.
@@ -448,32 +338,4 @@ pub fn require_privileges() -> Result<()> {
         "machnet lacks {} (needed to enter another network namespace); run it as root",
         missing.join(" and ")
     )))
-}
-
-/// Ignores SIGINT and SIGQUIT until dropped.
-struct IgnoreInteractiveSignals {
-    previous: [libc::sighandler_t; 2],
-}
-
-impl IgnoreInteractiveSignals {
-    fn new() -> Self {
-        // SAFETY: installing SIG_IGN is always sound.
-        let previous = unsafe {
-            [
-                libc::signal(libc::SIGINT, libc::SIG_IGN),
-                libc::signal(libc::SIGQUIT, libc::SIG_IGN),
-            ]
-        };
-        IgnoreInteractiveSignals { previous }
-    }
-}
-
-impl Drop for IgnoreInteractiveSignals {
-    fn drop(&mut self) {
-        // SAFETY: restoring the handlers we replaced.
-        unsafe {
-            libc::signal(libc::SIGINT, self.previous[0]);
-            libc::signal(libc::SIGQUIT, self.previous[1]);
-        }
-    }
 }
