@@ -201,7 +201,12 @@ fn parse_link(payload: &[u8]) -> Result<Link> {
         let attr = attr.map_err(|e| malformed("link", e.0))?;
         let bad = |e: crate::netlink::attr::Malformed| malformed("link", e.0);
         match attr.kind {
-            IFLA_IFNAME => ifname = Some(attr.str().map_err(bad)?),
+            // Names are bytes to the kernel; one that is not UTF-8 is shown lossily rather
+            // than failing the whole namespace.
+            IFLA_IFNAME => {
+                let raw = attr.payload.split(|b| *b == 0).next().unwrap_or(&[]);
+                ifname = Some(String::from_utf8_lossy(raw).into_owned());
+            }
             IFLA_OPERSTATE => {
                 let state = attr.u8().map_err(bad)?;
                 detail.operstate_raw = Some(state);
@@ -214,9 +219,7 @@ fn parse_link(payload: &[u8]) -> Result<Link> {
             _ => {}
         }
     }
-    let ifname = ifname
-        .ok_or_else(|| malformed("link", format!("link {ifindex} has no name")))?
-        .to_string();
+    let ifname = ifname.ok_or_else(|| malformed("link", format!("link {ifindex} has no name")))?;
     Ok(Link {
         ifindex,
         ifname,

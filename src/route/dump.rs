@@ -55,6 +55,7 @@ pub fn stream_routes(
             sink.buf.push(b'[');
         }
         let mut first = true;
+        let mut encapsulated = 0usize;
         let dumped = sock.dump(RTM_GETROUTE, &request, "dumping routes", |msg| {
             if msg.kind != RTM_NEWROUTE {
                 return Ok(());
@@ -67,6 +68,9 @@ pub fn stream_routes(
             })?;
             if !is_shown(&route) {
                 return Ok(());
+            }
+            if route.has_encap() {
+                encapsulated += 1;
             }
             if json && !first {
                 sink.buf.push(b',');
@@ -92,6 +96,13 @@ pub fn stream_routes(
             DumpEnd::Complete => {
                 if json {
                     sink.buf.extend_from_slice(b"]\n");
+                }
+                if encapsulated > 0 {
+                    eprintln!(
+                        "machnet: note: {encapsulated} route(s) carry an encapsulation whose \
+                         details machnet does not print yet (only its type); `machnet exec \
+                         TARGET -- ip route` shows them whole"
+                    );
                 }
                 return sink.finish();
             }

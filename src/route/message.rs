@@ -25,6 +25,7 @@ pub const RTA_MARK: u16 = 16;
 pub const RTA_VIA: u16 = 18;
 pub const RTA_NEWDST: u16 = 19;
 pub const RTA_PREF: u16 = 20;
+pub const RTA_ENCAP_TYPE: u16 = 21;
 pub const RTA_ENCAP: u16 = 22;
 pub const RTA_UID: u16 = 25;
 pub const RTA_TTL_PROPAGATE: u16 = 26;
@@ -147,13 +148,7 @@ impl<'a> Route<'a> {
                 attr?;
             }
         }
-        if self.attr(RTA_ENCAP).is_some() {
-            return Err(Malformed(
-                "route carries a lightweight-tunnel encapsulation (RTA_ENCAP), which machnet \
-                 cannot print yet"
-                    .into(),
-            ));
-        }
+        expect_len(self.attrs[RTA_ENCAP_TYPE as usize], RTA_ENCAP_TYPE, 2)?;
         for nexthop in self.nexthops() {
             let nexthop = nexthop?;
             for kind in [RTA_GATEWAY, RTA_NEWDST] {
@@ -163,13 +158,7 @@ impl<'a> Route<'a> {
             if let Some(via) = nexthop.attr(RTA_VIA) {
                 validate_via(via)?;
             }
-            if nexthop.attr(RTA_ENCAP).is_some() {
-                return Err(Malformed(
-                    "a nexthop carries a lightweight-tunnel encapsulation (RTA_ENCAP), which \
-                     machnet cannot print yet"
-                        .into(),
-                ));
-            }
+            expect_len(nexthop.attrs[RTA_ENCAP_TYPE as usize], RTA_ENCAP_TYPE, 2)?;
         }
         Ok(())
     }
@@ -228,6 +217,16 @@ impl<'a> Route<'a> {
     /// The RTAX_* metrics, in the order the kernel sent them.
     pub fn metrics(&self) -> impl Iterator<Item = Attr<'a>> {
         Attrs::new(self.attr(RTA_METRICS).unwrap_or(&[])).filter_map(|a| a.ok())
+    }
+
+    /// Whether this route or one of its nexthops carries a lightweight-tunnel
+    /// encapsulation, whose details machnet does not print (only its type).
+    pub fn has_encap(&self) -> bool {
+        self.attr(RTA_ENCAP).is_some()
+            || self
+                .nexthops()
+                .filter_map(Result::ok)
+                .any(|n| n.attr(RTA_ENCAP).is_some())
     }
 
     pub fn nexthops(&self) -> Nexthops<'a> {

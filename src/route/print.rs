@@ -142,6 +142,9 @@ impl RoutePrinter<'_> {
         if let Some(newdst) = r.addr_attr(RTA_NEWDST) {
             e.addr("to", "as to ", newdst);
         }
+        if let Some(kind) = r.attr(RTA_ENCAP_TYPE) {
+            e.encap(kind);
+        }
         if r.tos != 0 {
             e.string("tos", "tos ", &self.names.dsfield(r.tos));
         }
@@ -356,6 +359,9 @@ impl RoutePrinter<'_> {
         for nh in r.nexthops().filter_map(Result::ok) {
             e.open_object(None);
             e.text("\n\tnexthop ");
+            if let Some(kind) = nh.attr(RTA_ENCAP_TYPE) {
+                e.encap(kind);
+            }
             if let Some(newdst) = nh.attr(RTA_NEWDST) {
                 e.addr("to", "as to ", to_ip(newdst));
             }
@@ -591,6 +597,34 @@ impl<'o> Emitter<'o> {
                 self.raw(&set.join(","));
                 self.raw("> ");
             }
+        }
+    }
+
+    /// The encapsulation's type only: iproute2 goes on with type-specific details (MPLS
+    /// labels, SRv6 segments, …) that machnet does not decode yet; the caller says so.
+    fn encap(&mut self, kind: &[u8]) {
+        let id = u16::from_ne_bytes([kind[0], kind[1]]);
+        let name = match id {
+            1 => "mpls",
+            2 => "ip",
+            3 => "ila",
+            4 => "ip6",
+            5 => "seg6",
+            6 => "bpf",
+            7 => "seg6local",
+            8 => "rpl",
+            9 => "ioam6",
+            10 => "xfrm",
+            _ => "",
+        };
+        if self.json() {
+            self.open_object(Some("encap"));
+            self.string("type", "", if name.is_empty() { "unknown" } else { name });
+            self.close_object();
+        } else if name.is_empty() {
+            let _ = write!(self.out, "encap {id} ");
+        } else {
+            let _ = write!(self.out, "encap {name} ");
         }
     }
 
