@@ -149,17 +149,3 @@ fn assert_same_dump(actual: &str, expected: &str, what: &str) {
         );
     }
 }
-
-fn split_expires(line: &str) -> (String, Option<u64>) {
-    match line.find("expires ") {
-        Some(at) => {
-            let rest = &line[at + 8..];
-            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-            (
-                format!("{}expires N{}", &line[..at], &rest[digits.len()..]),
-                digits.parse().ok(),
-            )
-        }
-        None => (line.to_string(), None),
-    }
-}

@@ -184,21 +184,6 @@ fn assert_same_text(ip: &str, mine: &str, what: &str) {
     );
 }
 
-fn split_expires(line: &str) -> (String, Option<u64>) {
-    match line.find("expires ") {
-        Some(at) => {
-            let rest = &line[at + 8..];
-            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-            let tail = &rest[digits.len()..];
-            (
-                format!("{}expires N{tail}", &line[..at]),
-                digits.parse().ok(),
-            )
-        }
-        None => (line.to_string(), None),
-    }
-}
-
 fn settle_expires_json(ip: &mut Value, mine: &mut Value, what: &str) {
     let (Some(a), Some(b)) = (ip.as_array_mut(), mine.as_array_mut()) else {
         return;

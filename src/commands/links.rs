@@ -7,16 +7,10 @@ use crate::cli::BriefArgs;
 use crate::error::{Error, Result};
 use crate::link;
 use crate::link_brief::{self, Brief};
-use crate::netns::ExtraNamespaces;
 use crate::peer;
 
 pub async fn run(args: BriefArgs, kind: Brief) -> Result<i32> {
-    let machined = super::machined_for(&args.target).await?;
-    let resolved = args
-        .target
-        .resolve(machined.as_ref(), ExtraNamespaces::default())
-        .await?;
-    let namespace = resolved.namespace;
+    let namespace = super::pin(&args.target).await?;
     let mut sock = namespace.open_netlink()?;
     let mut links = link::links_with_addresses(&mut sock)?;
     let peers = peer::host_peers(&namespace, &links)?;

@@ -13,6 +13,15 @@ use crate::error::Result;
 use crate::machined::Machined;
 use crate::target::Target;
 
+/// Pins a target to read it.
+pub async fn pin(target: &Target) -> Result<crate::netns::PinnedNamespace> {
+    let machined = machined_for(target).await?;
+    let resolved = target
+        .resolve(machined.as_ref(), crate::netns::ExtraNamespaces::default())
+        .await?;
+    Ok(resolved.namespace)
+}
+
 /// Pins a target that is about to be changed: refuses one that shares the host's network
 /// namespace unless the user said `--allow-host`, since the change would hit the host.
 pub async fn pin_for_edit(
@@ -20,11 +29,7 @@ pub async fn pin_for_edit(
     allow_host: bool,
     what: &str,
 ) -> Result<crate::netns::PinnedNamespace> {
-    let machined = machined_for(target).await?;
-    let resolved = target
-        .resolve(machined.as_ref(), crate::netns::ExtraNamespaces::default())
-        .await?;
-    let namespace = resolved.namespace;
+    let namespace = pin(target).await?;
     if namespace.isolation == crate::netns::Isolation::SharesHost && !allow_host {
         return Err(crate::error::Error::Usage(format!(
             "refusing to change {what} of {}: it shares the host's network namespace, so this \

@@ -6,7 +6,6 @@ use std::io::{BufRead, Write};
 use crate::cli::{EditArgs, GetArgs, RouteAction};
 use crate::error::{Error, Result};
 use crate::link;
-use crate::netns::ExtraNamespaces;
 use crate::route::get::{self, GetOptions, RTM_GETROUTE};
 use crate::route::message::Route;
 use crate::route::message::{AF_INET, AF_INET6};
@@ -177,12 +176,7 @@ async fn get_routes(args: GetArgs) -> Result<i32> {
         }
     }
 
-    let machined = super::machined_for(&args.target).await?;
-    let resolved = args
-        .target
-        .resolve(machined.as_ref(), ExtraNamespaces::default())
-        .await?;
-    let namespace = resolved.namespace;
+    let namespace = super::pin(&args.target).await?;
     let mut sock = namespace.open_netlink()?;
     let links = link::link_names(&mut sock)?;
     let requests = dests

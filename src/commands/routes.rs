@@ -3,7 +3,7 @@
 use crate::cli::RoutesArgs;
 use crate::error::{Error, Result};
 use crate::link;
-use crate::netns::{ExtraNamespaces, Isolation};
+use crate::netns::Isolation;
 use crate::route::dump::{stream_routes, RouteQuery};
 use crate::route::message::{AF_INET, AF_INET6};
 use crate::route::names::Names;
@@ -17,12 +17,7 @@ pub async fn run(args: RoutesArgs) -> Result<i32> {
         family: query_family(args.ipv4, args.ipv6, table),
         table,
     };
-    let machined = super::machined_for(&args.target).await?;
-    let resolved = args
-        .target
-        .resolve(machined.as_ref(), ExtraNamespaces::default())
-        .await?;
-    let namespace = resolved.namespace;
+    let namespace = super::pin(&args.target).await?;
     if namespace.isolation == Isolation::SharesHost && args.target != Target::Host {
         eprintln!(
             "machnet: note: {} shares the host's network namespace: these are the host's routes",

@@ -5,16 +5,10 @@ use std::io::Write;
 use crate::cli::BriefArgs;
 use crate::error::{Error, Result};
 use crate::netlink::Protocol;
-use crate::netns::ExtraNamespaces;
 use crate::sockets::{self, endpoint_text};
 
 pub async fn run(args: BriefArgs) -> Result<i32> {
-    let machined = super::machined_for(&args.target).await?;
-    let resolved = args
-        .target
-        .resolve(machined.as_ref(), ExtraNamespaces::default())
-        .await?;
-    let namespace = resolved.namespace;
+    let namespace = super::pin(&args.target).await?;
     let mut sock = namespace.open_netlink_of(Protocol::SockDiag)?;
     let mut found = sockets::listening(&mut sock)?;
     sockets::attach_owners(&mut found, namespace.inode);

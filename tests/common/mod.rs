@@ -149,3 +149,18 @@ pub fn mask_expires(dump: &str) -> String {
     out.push_str(rest);
     out
 }
+
+/// A line with its `expires Nsec` counter taken out: (the line with `expires N`, N).
+pub fn split_expires(line: &str) -> (String, Option<u64>) {
+    match line.find("expires ") {
+        Some(at) => {
+            let rest = &line[at + 8..];
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            (
+                format!("{}expires N{}", &line[..at], &rest[digits.len()..]),
+                digits.parse().ok(),
+            )
+        }
+        None => (line.to_string(), None),
+    }
+}
