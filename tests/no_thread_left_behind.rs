@@ -117,7 +117,11 @@ fn every_thread_stays_in_its_own_namespaces() {
             .resolve(Some(&machined), all)
             .await
             .unwrap();
-        let code = resolved.namespace.exec("/bin/true", &[], all).unwrap();
+        // With -m the program is found inside the container (busybox there).
+        let code = resolved
+            .namespace
+            .exec("/bin/busybox", &["true".to_string()], all)
+            .unwrap();
         assert_eq!(code, 0);
         assert_all_home(&home, "after exec joined every namespace");
     });
