@@ -1,8 +1,6 @@
 //! `machnet links|addrs TARGET`: `ip -br link` / `ip -br addr` inside a machine, plus the
 //! host end of each veth.
 
-use std::io::Write;
-
 use crate::cli::BriefArgs;
 use crate::error::{Error, Result};
 use crate::link;
@@ -35,10 +33,6 @@ pub async fn run(args: BriefArgs, kind: Brief) -> Result<i32> {
             link_brief::write_text(&mut out, l, &links, kind, p.as_ref());
         }
     }
-    let mut stdout = std::io::stdout().lock();
-    stdout
-        .write_all(&out)
-        .and_then(|_| stdout.flush())
-        .map_err(|e| Error::io("writing output", e))?;
+    super::write_stdout(&out)?;
     Ok(0)
 }

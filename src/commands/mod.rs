@@ -13,6 +13,16 @@ use crate::error::Result;
 use crate::machined::Machined;
 use crate::target::Target;
 
+/// Writes a command's whole output to stdout (a closed pipe is handled by main).
+pub fn write_stdout(out: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(out)
+        .and_then(|_| stdout.flush())
+        .map_err(|e| crate::error::Error::io("writing output", e))
+}
+
 /// Pins a target to read it.
 pub async fn pin(target: &Target) -> Result<crate::netns::PinnedNamespace> {
     let machined = machined_for(target).await?;

@@ -1,7 +1,5 @@
 //! `machnet sockets TARGET`: what listens inside a machine, and which process holds it.
 
-use std::io::Write;
-
 use crate::cli::BriefArgs;
 use crate::error::{Error, Result};
 use crate::netlink::Protocol;
@@ -75,10 +73,6 @@ pub async fn run(args: BriefArgs) -> Result<i32> {
             out.push(b'\n');
         }
     }
-    let mut stdout = std::io::stdout().lock();
-    stdout
-        .write_all(&out)
-        .and_then(|_| stdout.flush())
-        .map_err(|e| Error::io("writing output", e))?;
+    super::write_stdout(&out)?;
     Ok(0)
 }

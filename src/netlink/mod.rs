@@ -145,11 +145,8 @@ impl NetlinkSocket {
                         return Ok(end);
                     }
                     NLMSG_ERROR => {
-                        let errno = read_errno(msg.payload);
-                        if errno != 0 {
-                            // errno, the echoed request header (CAP_ACK: no body), ack TLVs.
-                            let tlvs = msg.payload.get(4 + NLMSG_HDRLEN..).unwrap_or(&[]);
-                            return Err(Error::kernel(what, errno, extack_message(tlvs)));
+                        if let Some(refusal) = refusal(msg.payload, what) {
+                            return Err(refusal);
                         }
                     }
                     _ => on_message(msg)?,
@@ -171,12 +168,10 @@ impl NetlinkSocket {
                 if msg_seq != seq || msg.kind != NLMSG_ERROR {
                     continue;
                 }
-                let errno = read_errno(msg.payload);
-                if errno == 0 {
-                    return Ok(());
-                }
-                let tlvs = msg.payload.get(4 + NLMSG_HDRLEN..).unwrap_or(&[]);
-                return Err(Error::kernel(what, errno, extack_message(tlvs)));
+                return match refusal(msg.payload, what) {
+                    Some(refusal) => Err(refusal),
+                    None => Ok(()),
+                };
             }
         }
     }
@@ -212,14 +207,10 @@ impl NetlinkSocket {
                         continue; // not an answer to this window
                     }
                     let answer = match msg.kind {
-                        NLMSG_ERROR => {
-                            let errno = read_errno(msg.payload);
-                            if errno == 0 {
-                                continue; // a bare ack; the answer itself comes separately
-                            }
-                            let tlvs = msg.payload.get(4 + NLMSG_HDRLEN..).unwrap_or(&[]);
-                            Err(Error::kernel(what, errno, extack_message(tlvs)))
-                        }
+                        NLMSG_ERROR => match refusal(msg.payload, what) {
+                            Some(refusal) => Err(refusal),
+                            None => continue, // a bare ack; the answer comes separately
+                        },
                         _ => Ok(msg),
                     };
                     on_answer(window * QUERY_WINDOW + index, answer)?;
@@ -356,6 +347,16 @@ fn read_errno(payload: &[u8]) -> i32 {
         .get(0..4)
         .map(|b| -i32::from_ne_bytes(b.try_into().unwrap()))
         .unwrap_or(0)
+}
+
+/// The refusal an NLMSG_ERROR payload carries (None for an ack): errno, then the echoed
+/// request header (with CAP_ACK, no body), then extended-ack attributes.
+fn refusal(payload: &[u8], what: &str) -> Option<Error> {
+    let errno = read_errno(payload);
+    (errno != 0).then(|| {
+        let tlvs = payload.get(4 + NLMSG_HDRLEN..).unwrap_or(&[]);
+        Error::kernel(what, errno, extack_message(tlvs))
+    })
 }
 
 /// The kernel's own sentence (NLMSGERR_ATTR_MSG) among extended-ack attributes.
