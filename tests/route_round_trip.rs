@@ -5,7 +5,9 @@
 //! Three things `ip route show` prints are not input as they stand, for `ip` as for
 //! machnet, and the test adjusts them in the open: a missing `proto` means `proto boot`
 //! (an add would otherwise pick machnet's own protocol), a missing `scope` means `scope
-//! global` (an add of a gatewayless route would otherwise pick `scope link`), and a route
+//! global` (an add of a gatewayless route would otherwise pick `scope link`), a missing
+//! `table` means `table main` (an add of a `local` route would otherwise pick table
+//! local), and a route
 //! using a nexthop object (`nhid N`) also shows the object's resolved gateway, device and
 //! (for a blackhole object) type, which describe the object, not the route.
 
@@ -36,6 +38,7 @@ fn every_corpus_route_survives_delete_and_re_add() {
                 kernel_owned += 1;
                 continue;
             }
+            let spec = with_unprinted_defaults(spec);
             let mut del = vec!["route", "del", "corpus", family];
             del.extend(spec.iter().map(String::as_str));
             ok(machnet(&del), &format!("machnet {del:?}"));
@@ -44,16 +47,6 @@ fn every_corpus_route_survives_delete_and_re_add() {
 
             let mut add = vec!["route", "add", "corpus", family];
             add.extend(spec.iter().map(String::as_str));
-            for (keyword, unprinted_default) in [("proto", "boot"), ("scope", "global")] {
-                if !spec.iter().any(|w| w == keyword) {
-                    // Before any nexthop list, which must end the spec.
-                    let at = add
-                        .iter()
-                        .position(|w| *w == "nexthop")
-                        .unwrap_or(add.len());
-                    add.splice(at..at, [keyword, unprinted_default]);
-                }
-            }
             ok(machnet(&add), &format!("machnet {add:?}"));
             assert_same_dump(&dump(), &original, &format!("after re-adding {entry:?}"));
             checked += 1;
@@ -67,6 +60,24 @@ fn every_corpus_route_survives_delete_and_re_add() {
         kernel_owned < 30,
         "most IPv6 routes must be round-tripped, {kernel_owned} were not"
     );
+}
+
+/// What `ip route show` leaves out because it is the default of a *shown* route, said
+/// explicitly: `proto boot`, `scope global`, `table main`. Without them a spec would get
+/// the defaults of an *added* route (machnet's protocol, link scope for a route without a
+/// gateway, table local for a `local` route).
+fn with_unprinted_defaults(mut spec: Vec<String>) -> Vec<String> {
+    for (keyword, unprinted) in [("proto", "boot"), ("scope", "global"), ("table", "main")] {
+        if !spec.iter().any(|w| w == keyword) {
+            // Before any nexthop list, which must end the spec.
+            let at = spec
+                .iter()
+                .position(|w| w == "nexthop")
+                .unwrap_or(spec.len());
+            spec.splice(at..at, [keyword.to_string(), unprinted.to_string()]);
+        }
+    }
+    spec
 }
 
 /// The route entries of a dump: a line, plus the `\tnexthop` lines that follow it.

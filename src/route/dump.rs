@@ -66,7 +66,7 @@ pub fn stream_routes(
                     e.0
                 ))
             })?;
-            if !is_shown(&route) {
+            if !is_shown(&route) || hidden_by_ip6_main_quirk(&route, query) {
                 return Ok(());
             }
             if route.has_encap() {
@@ -119,6 +119,16 @@ pub fn stream_routes(
     Err(Error::InconsistentDump(format!(
         "the routing table kept changing: {DUMP_ATTEMPTS} dumps in a row were interrupted; try again"
     )))
+}
+
+/// iproute2 hides IPv6 `local` routes from `ip -6 route show` (table main) until it has
+/// seen an IPv6 route from another table in the same dump (its ip6_multiple_tables flag),
+/// which a dump filtered to table main never contains. Match it, line for line.
+fn hidden_by_ip6_main_quirk(route: &Route<'_>, query: RouteQuery) -> bool {
+    const RTN_LOCAL: u8 = 2;
+    query.table == Some(RT_TABLE_MAIN)
+        && route.family == super::message::AF_INET6
+        && route.kind == RTN_LOCAL
 }
 
 /// The kernel answers a dump of a table that does not exist with ENOENT.

@@ -20,7 +20,10 @@ pub struct Names {
     scopes: Vec<Option<String>>,
     realms: Vec<Option<String>>,
     dsfields: Vec<Option<String>>,
+    /// id → the name printed for it (the last one loaded, as in iproute2).
     tables: HashMap<u32, String>,
+    /// Every table name → its id: a table may have several names, all accepted as input.
+    table_ids: HashMap<String, u32>,
 }
 
 impl Names {
@@ -38,12 +41,12 @@ impl Names {
         load_table(dirs, "rt_scopes", |id, n| set(&mut names.scopes, id, n));
         load_table(dirs, "rt_realms", |id, n| set(&mut names.realms, id, n));
         load_table(dirs, "rt_dsfield", |id, n| set(&mut names.dsfields, id, n));
-        load_table(dirs, "rt_tables", |id, n| {
-            names.tables.insert(id, n);
-        });
-        load_dir(dirs, "rt_tables.d", |id, n| {
-            names.tables.insert(id, n);
-        });
+        let mut add_table = |id: u32, name: String| {
+            names.table_ids.insert(name.clone(), id);
+            names.tables.insert(id, name);
+        };
+        load_table(dirs, "rt_tables", &mut add_table);
+        load_dir(dirs, "rt_tables.d", &mut add_table);
         names
     }
 
@@ -89,16 +92,18 @@ impl Names {
         realms[0] = Some("unknown".to_string());
         let mut dsfields = vec![None; 256];
         dsfields[0] = Some("0".to_string());
-        let tables = [(253, "default"), (254, "main"), (255, "local")]
+        let tables: HashMap<u32, String> = [(253, "default"), (254, "main"), (255, "local")]
             .into_iter()
             .map(|(id, name)| (id, name.to_string()))
             .collect();
+        let table_ids = tables.iter().map(|(id, n)| (n.clone(), *id)).collect();
         Names {
             protocols,
             scopes,
             realms,
             dsfields,
             tables,
+            table_ids,
         }
     }
 
@@ -121,7 +126,7 @@ impl Names {
 
     /// Looks a table up by name or number, as `ip route show table X` accepts it.
     pub fn table_id(&self, text: &str) -> Option<u32> {
-        if let Some((id, _)) = self.tables.iter().find(|(_, n)| n.as_str() == text) {
+        if let Some(id) = self.table_ids.get(text) {
             return Some(*id);
         }
         parse_c_number(text)
@@ -291,6 +296,8 @@ mod tests {
         std::fs::write(dir.join("rt_protos.d/x.conf"), "200 two-hundred\n").unwrap();
         std::fs::write(dir.join("rt_protos.d/ignored"), "201 nope\n").unwrap();
         std::fs::write(dir.join("rt_tables"), "100 vpn\n").unwrap();
+        std::fs::create_dir_all(dir.join("rt_tables.d")).unwrap();
+        std::fs::write(dir.join("rt_tables.d/more.conf"), "100 vpnd\n").unwrap();
         let names = Names::load_from(std::slice::from_ref(&dir));
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(names.protocol(109).to_string(), "machnet");
@@ -298,7 +305,12 @@ mod tests {
         assert_eq!(names.protocol(200).to_string(), "two-hundred");
         assert_eq!(names.protocol(201).to_string(), "201");
         assert_eq!(names.protocol(2).to_string(), "kernel");
-        assert_eq!(names.table(100).to_string(), "vpn");
+        assert_eq!(
+            names.table(100).to_string(),
+            "vpnd",
+            "the last name loaded prints"
+        );
+        assert_eq!(names.table_id("vpnd"), Some(100));
         assert_eq!(names.table(4294967290).to_string(), "4294967290");
         assert_eq!(names.table_id("vpn"), Some(100));
         assert_eq!(names.table_id("main"), Some(254));
