@@ -109,6 +109,7 @@ fn list_table_labels_host_sharing_and_stale_machines() {
 fn exec_runs_a_host_command_in_the_machine_netns() {
     let bed = testbed();
     for machine in ["qbittorrent", "corpus"] {
+        bed.settle_ipv6(machine);
         let mine = ok(
             machnet(&["exec", machine, "--", "ip", "route", "show", "table", "all"]),
             "exec ip route",

@@ -50,18 +50,21 @@ impl Testbed {
             .0
     }
 
-    /// Waits (bounded) until no IPv6 address in the machine is still tentative: the kernel
-    /// adds link-local routes only when duplicate address detection ends, so a test that
-    /// compares whole tables must not start while it runs.
+    /// Waits (bounded) until the machine's links and addresses have settled: no IPv6
+    /// address still tentative, and `ip -br addr` unchanged over 100 ms. Right after
+    /// bring-up a veth's carrier and its link-local address arrive asynchronously, and a
+    /// test comparing two reads must not straddle that.
     pub fn settle_ipv6(&self, machine: &str) {
-        for _ in 0..100 {
-            let out = self.ip(machine, &["-6", "addr", "show", "tentative"]);
-            if out.status.success() && out.stdout.is_empty() {
+        let brief = || self.ip(machine, &["-br", "addr"]).stdout;
+        for _ in 0..50 {
+            let tentative = self.ip(machine, &["-6", "addr", "show", "tentative"]);
+            let before = brief();
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            if tentative.status.success() && tentative.stdout.is_empty() && brief() == before {
                 return;
             }
-            std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        panic!("IPv6 addresses in {machine} stayed tentative for 5 s");
+        panic!("links and addresses in {machine} did not settle within 5 s");
     }
 
     /// `ip ARGS` inside a machine's network namespace (nsenter by the leader PID, as a
