@@ -158,9 +158,10 @@ pub struct EditArgs {
     #[arg(long)]
     pub allow_host: bool,
 
-    /// The routing protocol routes get when SPEC names none (109 is `proto machnet`).
-    #[arg(long, value_name = "PROTO", default_value = "109")]
-    pub protocol: String,
+    /// The routing protocol routes get when SPEC names none (default 109, `proto machnet`);
+    /// with `del`, only a route of this protocol is deleted.
+    #[arg(long, value_name = "PROTO")]
+    pub protocol: Option<String>,
 
     /// The route in `ip route` syntax, e.g. `10.0.0.0/8 via 10.77.1.2 dev host0 metric 100`.
     #[arg(

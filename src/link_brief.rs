@@ -52,7 +52,10 @@ pub enum Brief {
 /// when the peer is known. Names are printed raw, as ip does, so lines compare equal.
 pub fn write_text(out: &mut Vec<u8>, link: &Link, all: &[Link], kind: Brief, peer: Option<&Peer>) {
     let (name, down_parent) = name_and_link(link, all);
-    let _ = write!(out, "{name:<16} ");
+    // printf's %-16s pads by bytes, not characters.
+    out.extend_from_slice(name.as_bytes());
+    out.resize(out.len() + 16usize.saturating_sub(name.len()), b' ');
+    out.push(b' ');
     if link.detail.operstate_raw.is_some() {
         let _ = write!(out, "{:<14} ", link.operstate);
     }

@@ -183,12 +183,10 @@ pub fn encode_addr(spec: &AddrSpec, index: u32) -> Vec<u8> {
     attr::push(&mut msg, IFA_ADDRESS, &bytes);
     if let IpAddr::V4(a) = spec.addr {
         let brd = match spec.broadcast {
-            Some(Broadcast::Derived) => {
-                let host_mask = if spec.len >= 32 {
-                    0
-                } else {
-                    u32::MAX >> spec.len
-                };
+            // As ip: a /31 or /32 has no broadcast address (on a /31 the other address is
+            // the peer, not a broadcast).
+            Some(Broadcast::Derived) if spec.len <= 30 => {
+                let host_mask = u32::MAX >> spec.len;
                 Some((u32::from(a) | host_mask).to_be_bytes().to_vec())
             }
             Some(Broadcast::Address(IpAddr::V4(b))) => Some(b.octets().to_vec()),

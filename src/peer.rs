@@ -36,8 +36,12 @@ pub fn host_peers(namespace: &PinnedNamespace, links: &[Link]) -> Result<Vec<Opt
         .iter()
         .map(|l| {
             l.detail.link_netnsid?;
+            // Both ends must point at each other: a device merely stacked on ours (a
+            // macvlan moved to the host) points at us too, but we do not point at it.
             let peer = host_links.iter().find(|h| {
-                h.detail.link_netnsid == Some(nsid) && h.detail.link == Some(l.ifindex)
+                h.detail.link_netnsid == Some(nsid)
+                    && h.detail.link == Some(l.ifindex)
+                    && l.detail.link == Some(h.ifindex)
             })?;
             let master = peer
                 .detail

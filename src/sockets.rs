@@ -50,12 +50,13 @@ pub struct Socket {
     pub process: Vec<Owner>,
 }
 
-/// Listening TCP and unconnected UDP sockets, IPv4 then IPv6, sorted by port.
+/// Unconnected UDP and listening TCP sockets, IPv4 then IPv6, in the kernel's order.
 pub fn listening(sock: &mut NetlinkSocket) -> Result<Vec<Socket>> {
     let mut all = Vec::new();
+    // ss -tulpn's order: UDP, then TCP; each as the kernel lists them.
     for (protocol, netid, state, state_name) in [
-        (IPPROTO_TCP, "tcp", TCP_LISTEN, "LISTEN"),
         (IPPROTO_UDP, "udp", TCP_CLOSE, "UNCONN"),
+        (IPPROTO_TCP, "tcp", TCP_LISTEN, "LISTEN"),
     ] {
         for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
             let request = diag_request(family, protocol, 1 << state);
@@ -64,7 +65,6 @@ pub fn listening(sock: &mut NetlinkSocket) -> Result<Vec<Socket>> {
                 found.push(parse_diag(msg.payload, netid, state_name)?);
                 Ok(())
             })?;
-            found.sort_by_key(|s: &Socket| (s.local.port, s.local.address.clone()));
             all.extend(found);
         }
     }

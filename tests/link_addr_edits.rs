@@ -58,6 +58,27 @@ fn loopback_down_and_up_addresses_added_and_deleted() {
         "quotes the kernel: {err}"
     );
 
+    // brd + on a /31 sets no broadcast: the other address is the peer (as ip does).
+    ok(
+        machnet(&[
+            "addr",
+            "add",
+            "empty",
+            "10.57.0.0/31",
+            "dev",
+            "lo",
+            "brd",
+            "+",
+        ]),
+        "addr add /31",
+    );
+    let local = brief(&["route", "show", "table", "local"]);
+    assert!(!local.contains("broadcast 10.57.0.1"), "{local}");
+    ok(
+        machnet(&["addr", "del", "empty", "10.57.0.0/31", "dev", "lo"]),
+        "addr del /31",
+    );
+
     ok(
         machnet(&["addr", "del", "empty", "10.55.0.1/24", "dev", "lo"]),
         "addr del v4",

@@ -247,6 +247,72 @@ fn delete_matches_every_field_given_and_reports_a_missing_route() {
         left,
         "10.212.0.0/16 via 10.88.0.1 dev eth0 proto 109 metric 5 \n"
     );
+    // --protocol on a delete is matched too: these routes are machnet's (109), not static.
+    let err = fails_cleanly(
+        &route(&[
+            "del",
+            "corpus",
+            "--protocol",
+            "static",
+            "10.212.0.0/16",
+            "metric",
+            "5",
+        ]),
+        7,
+        "del --protocol static",
+    );
+    assert!(err.contains("nothing was deleted"), "{err}");
+
+    // IPv6: two routes on one prefix, of different types; the kernel ignores the type on
+    // delete, machnet must not: only the unreachable one goes.
+    ok(
+        route(&[
+            "add",
+            "corpus",
+            "-6",
+            "unreachable",
+            "2001:db8:213::/48",
+            "metric",
+            "2048",
+        ]),
+        "add v6 unreachable",
+    );
+    ok(
+        route(&[
+            "add",
+            "corpus",
+            "2001:db8:213::/48",
+            "dev",
+            "eth0",
+            "metric",
+            "1024",
+        ]),
+        "add v6 unicast",
+    );
+    ok(
+        route(&["del", "corpus", "-6", "unreachable", "2001:db8:213::/48"]),
+        "del v6 unreachable",
+    );
+    let left = ip_show(
+        &bed,
+        "corpus",
+        &["-6", "route", "show", "2001:db8:213::/48"],
+    );
+    assert_eq!(
+        left,
+        "2001:db8:213::/48 dev eth0 proto 109 metric 1024 pref medium\n"
+    );
+    let err = fails_cleanly(
+        &route(&["del", "corpus", "-6", "blackhole", "2001:db8:213::/48"]),
+        7,
+        "no blackhole",
+    );
+    assert!(err.contains("nothing was deleted"), "{err}");
+    ok(
+        route(&["del", "corpus", "2001:db8:213::/48"]),
+        "del v6 unicast",
+    );
+
     ok(
         route(&["del", "corpus", "10.212.0.0/16", "metric", "5"]),
         "del metric 5",

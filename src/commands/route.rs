@@ -14,6 +14,9 @@ use crate::route::print::{Format, RoutePrinter, ShowOptions};
 use crate::route::request::{encode, Edit};
 use crate::route::spec;
 
+/// The routing protocol machnet's routes carry unless told otherwise (`proto machnet`).
+pub const MACHNET_PROTOCOL: u8 = 109;
+
 pub async fn run(action: RouteAction) -> Result<i32> {
     let (edit, args) = match action {
         RouteAction::Show(args) => return super::routes::run(args).await,
@@ -38,12 +41,20 @@ async fn edit_route(edit: Edit, args: EditArgs) -> Result<i32> {
     };
     let route = spec::parse(&args.spec, edit.purpose(), family, &names)
         .map_err(|e| Error::Usage(format!("malformed route \"{text}\": {e}")))?;
-    let protocol = names.protocol_id(&args.protocol).ok_or_else(|| {
-        Error::Usage(format!(
-            "unknown routing protocol {:?} for --protocol",
-            args.protocol
-        ))
-    })?;
+    // --protocol: the protocol an added route gets, and the one a delete must match.
+    let mut route = route;
+    let protocol = match &args.protocol {
+        Some(p) => {
+            let id = names.protocol_id(p).ok_or_else(|| {
+                Error::Usage(format!("unknown routing protocol {p:?} for --protocol"))
+            })?;
+            if edit == Edit::Delete && route.protocol.is_none() {
+                route.protocol = Some(id);
+            }
+            id
+        }
+        None => MACHNET_PROTOCOL,
+    };
 
     let namespace = super::pin_for_edit(&args.target, args.allow_host, "routes").await?;
     let mut sock = namespace.open_netlink()?;
@@ -52,34 +63,42 @@ async fn edit_route(edit: Edit, args: EditArgs) -> Result<i32> {
         Error::NoSuchTarget(format!("route \"{text}\" in {}: {e}", namespace.label))
     })?;
     let context = format!("{} route \"{text}\" in {}", edit.verb(), namespace.label);
-    if edit == Edit::Delete && route.family == AF_INET6 && route.given.kind {
-        ensure_ipv6_route_of_type(&mut sock, &route, &context)?;
-    }
+    let request = if edit == Edit::Delete && route.family == AF_INET6 {
+        let exact = pin_ipv6_delete(&mut sock, &route, &links, &context)?;
+        encode(&exact, edit, protocol, &links).map_err(|e| {
+            Error::NoSuchTarget(format!("route \"{text}\" in {}: {e}", namespace.label))
+        })?
+    } else {
+        request
+    };
     sock.request(edit.message_type(), edit.flags(), &request, &context)
         .map_err(|e| with_hint(e, edit))?;
     Ok(0)
 }
 
-/// The kernel matches an IPv6 delete on prefix, device, gateway, metric and protocol but
-/// not on the route type, so `del unreachable fd00::/64` would remove a unicast fd00::/64.
-/// When a type is given, make sure a route of that type is there before asking.
-fn ensure_ipv6_route_of_type(
+/// The kernel matches an IPv6 delete only on prefix, source prefix, device, gateway,
+/// metric and protocol: not on the type, preferred source, preference or metrics. So
+/// `del unreachable fd00::/64` could remove a unicast fd00::/64. Find the route that matches
+/// every field given, then name it to the kernel by all that the kernel does match.
+fn pin_ipv6_delete(
     sock: &mut crate::netlink::NetlinkSocket,
     route: &spec::RouteSpec,
+    links: &link::LinkNames,
     context: &str,
-) -> Result<()> {
+) -> Result<spec::RouteSpec> {
+    use crate::route::message::{
+        RTA_GATEWAY, RTA_OIF, RTA_PREF, RTA_PREFSRC, RTA_PRIORITY, RTA_SRC, RTA_TABLE,
+    };
     const RTM_NEWROUTE: u16 = 24;
     let mut request = vec![0u8; 12];
     request[0] = AF_INET6;
-    crate::netlink::attr::push(
-        &mut request,
-        crate::route::message::RTA_TABLE,
-        &route.table.to_ne_bytes(),
-    );
-    let wanted_dst = route.dst.addr;
-    let mut found = false;
+    crate::netlink::attr::push(&mut request, RTA_TABLE, &route.table.to_ne_bytes());
+    let oif = route.nexthop.dev.as_deref().and_then(|d| links.index_of(d));
+    let gateway = route.nexthop.gateway.as_ref().map(|g| g.addr);
+    let from = route.from.as_ref();
+    let mut found: Option<spec::RouteSpec> = None;
     let dumped = sock.dump(26, &request, context, |msg| {
-        if msg.kind != RTM_NEWROUTE {
+        if msg.kind != RTM_NEWROUTE || found.is_some() {
             return Ok(());
         }
         let r = Route::parse(msg.payload).map_err(|e| {
@@ -88,26 +107,48 @@ fn ensure_ipv6_route_of_type(
                 e.0
             ))
         })?;
-        let same_metric = route
-            .metric
-            .is_none_or(|m| r.u32_attr(crate::route::message::RTA_PRIORITY) == Some(m));
-        if r.dst_len == route.dst.len
-            && r.addr_attr(crate::route::message::RTA_DST) == wanted_dst
-            && r.kind == route.kind
-            && same_metric
-        {
-            found = true;
+        let matches = r.dst_len == route.dst.len
+            && r.addr_attr(crate::route::message::RTA_DST) == route.dst.addr
+            && r.src_len == from.map_or(0, |f| f.len)
+            && r.addr_attr(RTA_SRC) == from.and_then(|f| f.addr)
+            && (!route.given.kind || r.kind == route.kind)
+            && route
+                .metric
+                .is_none_or(|m| r.u32_attr(RTA_PRIORITY) == Some(m))
+            && route.protocol.is_none_or(|p| r.protocol == p)
+            && route
+                .prefsrc
+                .is_none_or(|a| r.addr_attr(RTA_PREFSRC) == Some(a))
+            && route
+                .pref
+                .is_none_or(|p| r.attr(RTA_PREF) == Some(&[p][..]))
+            && oif.is_none_or(|i| r.u32_attr(RTA_OIF) == Some(i))
+            && gateway.is_none_or(|g| r.addr_attr(RTA_GATEWAY) == Some(g));
+        if matches {
+            let mut exact = route.clone();
+            exact.metric = r.u32_attr(RTA_PRIORITY);
+            exact.protocol = Some(r.protocol);
+            // Name the device too, unless the route uses a nexthop object or several
+            // nexthops (the kernel refuses a device beside `nhid`).
+            if exact.nexthop.dev.is_none()
+                && r.attr(crate::route::message::RTA_MULTIPATH).is_none()
+                && r.attr(crate::route::message::RTA_NH_ID).is_none()
+            {
+                exact.nexthop.dev = r.u32_attr(RTA_OIF).map(|i| links.name(i).into_owned());
+            }
+            found = Some(exact);
         }
         Ok(())
     });
+    let missing = || Error::Kernel {
+        context: context.to_string(),
+        source: std::io::Error::from_raw_os_error(libc::ESRCH),
+        says: "no route matches every field given; nothing was deleted".into(),
+    };
     match dumped {
-        Ok(_) if found => Ok(()),
+        Ok(_) => found.ok_or_else(missing),
         // A table that does not exist holds no such route either.
-        Ok(_) | Err(Error::Kernel { .. }) => Err(Error::Kernel {
-            context: context.to_string(),
-            source: std::io::Error::from_raw_os_error(libc::ESRCH),
-            says: "no route of that type with that prefix; no route matches every field given; nothing was deleted".into(),
-        }),
+        Err(Error::Kernel { .. }) => Err(missing()),
         Err(e) => Err(e),
     }
 }

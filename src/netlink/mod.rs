@@ -92,6 +92,11 @@ impl NetlinkSocket {
         for opt in [NETLINK_GET_STRICT_CHK, NETLINK_EXT_ACK, NETLINK_CAP_ACK] {
             set_sockopt_int(&fd, libc::SOL_NETLINK, opt, 1)?;
         }
+        // FORCE passes the sysctl cap as root; without privileges the plain option does
+        // what it can.
+        if set_sockopt_int(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, RECEIVE_BUFFER).is_err() {
+            let _ = set_sockopt_int(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, RECEIVE_BUFFER);
+        }
         Ok(NetlinkSocket {
             fd,
             seq: 0,
@@ -281,9 +286,12 @@ impl NetlinkSocket {
     }
 }
 
-/// How many questions `query_many` puts in one datagram: their answers (a few hundred
-/// bytes each) must fit the socket's default receive buffer with room to spare.
-const QUERY_WINDOW: usize = 128;
+/// How many questions `query_many` puts in one datagram. Their answers queue up in the
+/// socket's receive buffer until read: a multipath answer can be several KiB, so the
+/// window stays small and the buffer is raised (RECEIVE_BUFFER) to hold a window's worth.
+const QUERY_WINDOW: usize = 32;
+/// SO_RCVBUF(FORCE) for our sockets: room for a query window of large answers.
+const RECEIVE_BUFFER: i32 = 4 * 1024 * 1024;
 
 /// Appends one netlink message (header, payload, padding) to a datagram.
 fn push_message(buf: &mut Vec<u8>, kind: u16, flags: u16, seq: u32, payload: &[u8]) {

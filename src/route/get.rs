@@ -66,9 +66,8 @@ pub fn parse(
                 options.uid = Some(parse_c_number(value).ok_or_else(|| bad(i, "not a number"))?)
             }
             "tos" | "dsfield" => {
-                options.tos = parse_c_number(value)
-                    .and_then(|t| u8::try_from(t).ok())
-                    .or_else(|| names.dsfield_id(value))
+                options.tos = names
+                    .dsfield_id(value)
                     .ok_or_else(|| bad(i, "not a TOS value"))?;
             }
             "fibmatch" => options.fibmatch = true,

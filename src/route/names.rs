@@ -145,8 +145,21 @@ impl Names {
         lookup_slot(&self.realms, text).map(u32::from)
     }
 
+    /// A TOS / DS field as iproute2's rtnl_dsfield_a2n reads it: a name from rt_dsfield,
+    /// else a number in *hex* (with or without 0x), at most 0xff.
     pub fn dsfield_id(&self, text: &str) -> Option<u8> {
-        lookup_slot(&self.dsfields, text)
+        if let Some(id) = self
+            .dsfields
+            .iter()
+            .position(|n| n.as_deref() == Some(text))
+        {
+            return u8::try_from(id).ok();
+        }
+        let hex = text
+            .strip_prefix("0x")
+            .or_else(|| text.strip_prefix("0X"))
+            .unwrap_or(text);
+        u8::from_str_radix(hex, 16).ok()
     }
 
     /// TOS / DS field: a name from rt_dsfield, else 0x%02x.

@@ -240,8 +240,8 @@ pub fn parse(
             }
             "tos" | "dsfield" => {
                 let v = w.value(word)?;
-                spec.tos = parse_c_number(v)
-                    .and_then(|t| u8::try_from(t).ok())
+                spec.tos = names
+                    .dsfield_id(v)
                     .ok_or_else(|| w.bad("not a TOS value"))?;
             }
             "expires" => {
@@ -551,23 +551,32 @@ fn time_metric(
     Ok(())
 }
 
-/// iproute2's get_time_rtt: milliseconds, and whether the number had no unit.
+/// iproute2's get_time_rtt: milliseconds (rounded up, as ip does), and whether the number
+/// had no unit. Units are s/sec/secs and ms/msec/msecs; a number without a dot may be hex.
 fn parse_time_ms(text: &str) -> Option<(u32, bool)> {
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (num, unit) = text.split_at(split);
-    let value: f64 = num.parse().ok()?;
+    let digits_end = if text.starts_with("0x") || text.starts_with("0X") {
+        2 + text[2..]
+            .find(|c: char| !c.is_ascii_hexdigit())
+            .unwrap_or(text.len() - 2)
+    } else {
+        text.find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(text.len())
+    };
+    let (num, unit) = text.split_at(digits_end);
+    let value: f64 = if num.contains('.') {
+        num.parse().ok()?
+    } else {
+        f64::from(parse_c_number(num)?)
+    };
     let ms = match unit.to_ascii_lowercase().as_str() {
         "" | "ms" | "msec" | "msecs" => value,
         "s" | "sec" | "secs" => value * 1000.0,
-        "us" | "usec" | "usecs" => value / 1000.0,
         _ => return None,
     };
-    if !(0.0..=u32::MAX as f64).contains(&ms) {
+    if !(0.0..u32::MAX as f64).contains(&ms) {
         return None;
     }
-    Some((ms as u32, unit.is_empty()))
+    Some((ms.ceil() as u32, unit.is_empty()))
 }
 
 /// `realms FROM/TO` or `TO`, names from rt_realms or numbers.
@@ -721,6 +730,21 @@ mod tests {
             (1 << RTAX_MTU) | (1 << RTAX_CC_ALGO) | (1 << RTAX_RTO_MIN)
         );
         assert!(spec.metrics.contains(&(RTAX_RTT, MetricValue::Number(800))));
+        let frac = add("10.5.0.0/16 dev eth0 rtt 1.5ms rttvar 1.001s tos 20").unwrap();
+        assert!(
+            frac.metrics.contains(&(RTAX_RTT, MetricValue::Number(16))),
+            "1.5ms rounds up to 2ms"
+        );
+        assert!(
+            frac.metrics
+                .contains(&(RTAX_RTTVAR, MetricValue::Number(4004))),
+            "1.001s is 1001ms"
+        );
+        assert_eq!(frac.tos, 0x20, "tos is hex, as in ip");
+        assert!(
+            add("10.5.0.0/16 dev eth0 rtt 200us").is_err(),
+            "ip takes no us"
+        );
         assert!(spec
             .metrics
             .contains(&(RTAX_RTTVAR, MetricValue::Number(200))));
