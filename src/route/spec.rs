@@ -581,10 +581,17 @@ fn parse_time_ms(text: &str) -> Option<(u32, bool)> {
 
 /// `realms FROM/TO` or `TO`, names from rt_realms or numbers.
 fn parse_realms(text: &str, names: &Names) -> Option<u32> {
-    let one = |t: &str| names.realm_id(t).filter(|id| *id <= 0xffff);
+    // As iproute2's get_rt_realms_or_raw: FROM/TO (names from rt_realms, or numbers up to
+    // 0xffff each), or one realm, or a raw 32-bit value.
+    let one = |t: &str| {
+        names
+            .realm_id(t)
+            .or_else(|| parse_c_number(t))
+            .filter(|id| *id <= 0xffff)
+    };
     match text.split_once('/') {
         Some((from, to)) => Some((one(from)? << 16) | one(to)?),
-        None => one(text),
+        None => one(text).or_else(|| parse_c_number(text)),
     }
 }
 
@@ -741,6 +748,15 @@ mod tests {
             "1.001s is 1001ms"
         );
         assert_eq!(frac.tos, 0x20, "tos is hex, as in ip");
+        let realms = add("10.5.0.0/16 dev eth0 realms 300").unwrap();
+        assert_eq!(realms.nexthop.realms, Some(300));
+        assert_eq!(
+            add("10.5.0.0/16 dev eth0 realms 0x10002")
+                .unwrap()
+                .nexthop
+                .realms,
+            Some(0x10002)
+        );
         assert!(
             add("10.5.0.0/16 dev eth0 rtt 200us").is_err(),
             "ip takes no us"
