@@ -2,9 +2,8 @@
 
 mod common;
 
-use std::io::Write;
 use std::os::unix::fs::MetadataExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 use serde_json::Value;
@@ -162,19 +161,7 @@ fn exec_passes_status_stdio_and_no_file_descriptors() {
         "signal death maps to 128+N"
     );
 
-    let mut child = Command::new(machnet_bin())
-        .args(["exec", "corpus", "--", "cat"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"through stdin\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = machnet_with_stdin(&["exec", "corpus", "--", "cat"], b"through stdin\n");
     assert_eq!(String::from_utf8(out.stdout).unwrap(), "through stdin\n");
 
     // The command sees what nsenter's would (the fds this test process passes on), and

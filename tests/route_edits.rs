@@ -31,6 +31,11 @@ fn table_all(bed: &Testbed, machine: &str) -> String {
     mask_expires(&ip_show(bed, machine, &["route", "show", "table", "all"]))
 }
 
+/// `machnet route WORDS`, the words written as one line.
+fn route_w(line: &str) -> std::process::Output {
+    route(&line.split_whitespace().collect::<Vec<_>>())
+}
+
 fn route(args: &[&str]) -> std::process::Output {
     let mut all = vec!["route"];
     all.extend_from_slice(args);
@@ -43,15 +48,7 @@ fn each_edit_does_what_ip_route_would() {
     let show = |prefix: &str| ip_show(&bed, "corpus", &["route", "show", "table", "all", prefix]);
 
     ok(
-        route(&[
-            "add",
-            "corpus",
-            "10.210.0.0/16",
-            "via",
-            "10.88.0.1",
-            "metric",
-            "5",
-        ]),
+        route_w("add corpus 10.210.0.0/16 via 10.88.0.1 metric 5"),
         "add",
     );
     assert_eq!(
@@ -60,17 +57,7 @@ fn each_edit_does_what_ip_route_would() {
     );
 
     ok(
-        route(&[
-            "replace",
-            "corpus",
-            "10.210.0.0/16",
-            "via",
-            "10.88.0.1",
-            "metric",
-            "5",
-            "mtu",
-            "1400",
-        ]),
+        route_w("replace corpus 10.210.0.0/16 via 10.88.0.1 metric 5 mtu 1400"),
         "replace",
     );
     assert_eq!(
@@ -79,15 +66,7 @@ fn each_edit_does_what_ip_route_would() {
     );
 
     ok(
-        route(&[
-            "change",
-            "corpus",
-            "10.210.0.0/16",
-            "dev",
-            "stub0",
-            "metric",
-            "5",
-        ]),
+        route_w("change corpus 10.210.0.0/16 dev stub0 metric 5"),
         "change",
     );
     assert_eq!(
@@ -96,62 +75,30 @@ fn each_edit_does_what_ip_route_would() {
     );
 
     ok(
-        route(&[
-            "append",
-            "corpus",
-            "10.210.0.0/16",
-            "via",
-            "10.88.0.1",
-            "metric",
-            "5",
-            "table",
-            "1000",
-        ]),
+        route_w("append corpus 10.210.0.0/16 via 10.88.0.1 metric 5 table 1000"),
         "append",
     );
     assert!(show("10.210.0.0/16")
         .contains("10.210.0.0/16 via 10.88.0.1 dev eth0 table 1000 proto 109 metric 5 \n"));
 
     ok(
-        route(&["del", "corpus", "10.210.0.0/16", "table", "1000"]),
+        route_w("del corpus 10.210.0.0/16 table 1000"),
         "del table 1000",
     );
-    ok(
-        route(&["del", "corpus", "10.210.0.0/16", "metric", "5"]),
-        "del",
-    );
+    ok(route_w("del corpus 10.210.0.0/16 metric 5"), "del");
     assert_eq!(show("10.210.0.0/16"), "");
 }
 
 #[test]
 fn routes_carry_machnets_protocol_unless_told_otherwise() {
     let (bed, _corpus) = corpus();
+    ok(route_w("add corpus 10.211.1.0/24 via 10.88.0.1"), "add");
     ok(
-        route(&["add", "corpus", "10.211.1.0/24", "via", "10.88.0.1"]),
-        "add",
-    );
-    ok(
-        route(&[
-            "add",
-            "corpus",
-            "--protocol",
-            "static",
-            "10.211.2.0/24",
-            "via",
-            "10.88.0.1",
-        ]),
+        route_w("add corpus --protocol static 10.211.2.0/24 via 10.88.0.1"),
         "add --protocol",
     );
     ok(
-        route(&[
-            "add",
-            "corpus",
-            "10.211.3.0/24",
-            "via",
-            "10.88.0.1",
-            "proto",
-            "dhcp",
-        ]),
+        route_w("add corpus 10.211.3.0/24 via 10.88.0.1 proto dhcp"),
         "add proto dhcp",
     );
     let json = ip_show(
@@ -180,31 +127,15 @@ fn routes_carry_machnets_protocol_unless_told_otherwise() {
 fn delete_matches_every_field_given_and_reports_a_missing_route() {
     let (bed, _corpus) = corpus();
     ok(
-        route(&[
-            "add",
-            "corpus",
-            "10.212.0.0/16",
-            "via",
-            "10.88.0.1",
-            "metric",
-            "5",
-        ]),
+        route_w("add corpus 10.212.0.0/16 via 10.88.0.1 metric 5"),
         "add 5",
     );
     ok(
-        route(&[
-            "add",
-            "corpus",
-            "10.212.0.0/16",
-            "via",
-            "10.88.0.1",
-            "metric",
-            "6",
-        ]),
+        route_w("add corpus 10.212.0.0/16 via 10.88.0.1 metric 6"),
         "add 6",
     );
     ok(
-        route(&["add", "corpus", "-6", "blackhole", "2001:db8:212::/48"]),
+        route_w("add corpus -6 blackhole 2001:db8:212::/48"),
         "add v6 blackhole",
     );
     let before = table_all(&bed, "corpus");
@@ -231,15 +162,7 @@ fn delete_matches_every_field_given_and_reports_a_missing_route() {
     }
 
     ok(
-        route(&[
-            "del",
-            "corpus",
-            "10.212.0.0/16",
-            "via",
-            "10.88.0.1",
-            "metric",
-            "6",
-        ]),
+        route_w("del corpus 10.212.0.0/16 via 10.88.0.1 metric 6"),
         "del metric 6",
     );
     let left = ip_show(&bed, "corpus", &["route", "show", "10.212.0.0/16"]);
@@ -249,15 +172,7 @@ fn delete_matches_every_field_given_and_reports_a_missing_route() {
     );
     // --protocol on a delete is matched too: these routes are machnet's (109), not static.
     let err = fails_cleanly(
-        &route(&[
-            "del",
-            "corpus",
-            "--protocol",
-            "static",
-            "10.212.0.0/16",
-            "metric",
-            "5",
-        ]),
+        &route_w("del corpus --protocol static 10.212.0.0/16 metric 5"),
         7,
         "del --protocol static",
     );
@@ -266,31 +181,15 @@ fn delete_matches_every_field_given_and_reports_a_missing_route() {
     // IPv6: two routes on one prefix, of different types; the kernel ignores the type on
     // delete, machnet must not: only the unreachable one goes.
     ok(
-        route(&[
-            "add",
-            "corpus",
-            "-6",
-            "unreachable",
-            "2001:db8:213::/48",
-            "metric",
-            "2048",
-        ]),
+        route_w("add corpus -6 unreachable 2001:db8:213::/48 metric 2048"),
         "add v6 unreachable",
     );
     ok(
-        route(&[
-            "add",
-            "corpus",
-            "2001:db8:213::/48",
-            "dev",
-            "eth0",
-            "metric",
-            "1024",
-        ]),
+        route_w("add corpus 2001:db8:213::/48 dev eth0 metric 1024"),
         "add v6 unicast",
     );
     ok(
-        route(&["del", "corpus", "-6", "unreachable", "2001:db8:213::/48"]),
+        route_w("del corpus -6 unreachable 2001:db8:213::/48"),
         "del v6 unreachable",
     );
     let left = ip_show(
@@ -303,22 +202,16 @@ fn delete_matches_every_field_given_and_reports_a_missing_route() {
         "2001:db8:213::/48 dev eth0 proto 109 metric 1024 pref medium\n"
     );
     let err = fails_cleanly(
-        &route(&["del", "corpus", "-6", "blackhole", "2001:db8:213::/48"]),
+        &route_w("del corpus -6 blackhole 2001:db8:213::/48"),
         7,
         "no blackhole",
     );
     assert!(err.contains("nothing was deleted"), "{err}");
-    ok(
-        route(&["del", "corpus", "2001:db8:213::/48"]),
-        "del v6 unicast",
-    );
+    ok(route_w("del corpus 2001:db8:213::/48"), "del v6 unicast");
 
+    ok(route_w("del corpus 10.212.0.0/16 metric 5"), "del metric 5");
     ok(
-        route(&["del", "corpus", "10.212.0.0/16", "metric", "5"]),
-        "del metric 5",
-    );
-    ok(
-        route(&["del", "corpus", "blackhole", "2001:db8:212::/48"]),
+        route_w("del corpus blackhole 2001:db8:212::/48"),
         "del v6 blackhole",
     );
 }
@@ -374,7 +267,7 @@ fn a_kernel_refusal_is_quoted_and_changes_nothing() {
     let (bed, _corpus) = corpus();
     let before = table_all(&bed, "corpus");
     let err = fails_cleanly(
-        &route(&["add", "corpus", "10.214.0.0/16", "via", "10.250.0.1"]),
+        &route_w("add corpus 10.214.0.0/16 via 10.250.0.1"),
         7,
         "unreachable gateway",
     );
@@ -388,15 +281,7 @@ fn a_kernel_refusal_is_quoted_and_changes_nothing() {
     );
     assert!(err.contains("onlink"), "says what to try: {err}");
     let err = fails_cleanly(
-        &route(&[
-            "add",
-            "corpus",
-            "default",
-            "via",
-            "10.88.0.1",
-            "metric",
-            "100",
-        ]),
+        &route_w("add corpus default via 10.88.0.1 metric 100"),
         7,
         "exists",
     );
@@ -428,14 +313,7 @@ fn machines_sharing_the_host_netns_are_refused_unless_asked() {
     );
     // Said explicitly: allowed (this "host" is the testbed's throwaway namespace).
     ok(
-        route(&[
-            "add",
-            "hostshare",
-            "--allow-host",
-            "10.215.0.0/16",
-            "dev",
-            "lo",
-        ]),
+        route_w("add hostshare --allow-host 10.215.0.0/16 dev lo"),
         "add --allow-host",
     );
     let shown = ok(machnet(&["routes", ".host"]), "host routes");
@@ -444,7 +322,7 @@ fn machines_sharing_the_host_netns_are_refused_unless_asked() {
         "{shown}"
     );
     ok(
-        route(&["del", ".host", "--allow-host", "10.215.0.0/16"]),
+        route_w("del .host --allow-host 10.215.0.0/16"),
         "del --allow-host",
     );
     let _ = bed;

@@ -3,9 +3,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use common::*;
 use serde_json::Value;
 
@@ -152,19 +149,8 @@ fn many_destinations_on_one_socket_from_arguments_and_stdin() {
     args.extend(dests.iter().map(String::as_str));
     assert_eq!(ok(machnet(&args), "route get many"), expected);
 
-    let mut child = Command::new(machnet_bin())
-        .args(["route", "get", "corpus"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all((dests.join("\n") + "\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let input = dests.join("\n") + "\n";
+    let out = machnet_with_stdin(&["route", "get", "corpus"], input.as_bytes());
     assert!(out.status.success());
     assert_eq!(String::from_utf8(out.stdout).unwrap(), expected);
 }

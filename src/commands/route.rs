@@ -59,18 +59,16 @@ async fn edit_route(edit: Edit, args: EditArgs) -> Result<i32> {
     let namespace = super::pin_for_edit(&args.target, args.allow_host, "routes").await?;
     let mut sock = namespace.open_netlink()?;
     let links = link::link_names(&mut sock)?;
+    let context = format!("{} route \"{text}\" in {}", edit.verb(), namespace.label);
+    // An IPv6 delete is first narrowed to the one route that matches every field given.
+    let route = if edit == Edit::Delete && route.family == AF_INET6 {
+        pin_ipv6_delete(&mut sock, &route, &links, &context)?
+    } else {
+        route
+    };
     let request = encode(&route, edit, protocol, &links).map_err(|e| {
         Error::NoSuchTarget(format!("route \"{text}\" in {}: {e}", namespace.label))
     })?;
-    let context = format!("{} route \"{text}\" in {}", edit.verb(), namespace.label);
-    let request = if edit == Edit::Delete && route.family == AF_INET6 {
-        let exact = pin_ipv6_delete(&mut sock, &route, &links, &context)?;
-        encode(&exact, edit, protocol, &links).map_err(|e| {
-            Error::NoSuchTarget(format!("route \"{text}\" in {}: {e}", namespace.label))
-        })?
-    } else {
-        request
-    };
     sock.request(edit.message_type(), edit.flags(), &request, &context)
         .map_err(|e| with_hint(e, edit))?;
     Ok(0)

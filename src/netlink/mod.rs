@@ -54,6 +54,13 @@ pub enum Protocol {
     SockDiag = libc::NETLINK_SOCK_DIAG as isize,
 }
 
+/// Whether `read_messages` goes on reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Stop,
+}
+
 /// What a finished dump reports besides the messages it handed out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DumpEnd {
@@ -127,58 +134,46 @@ impl NetlinkSocket {
     ) -> Result<DumpEnd> {
         let seq = self.send(kind, NLM_F_REQUEST | NLM_F_DUMP, payload, what)?;
         let mut end = DumpEnd::Complete;
-        loop {
-            let len = self.recv(what)?;
-            let mut rest = &self.buf[..len];
-            while !rest.is_empty() {
-                let (msg, msg_seq, next) = split_message(rest, what)?;
-                rest = next;
-                if msg_seq != seq {
-                    continue; // a late answer to an earlier request: not ours to read
-                }
-                if msg.flags & NLM_F_DUMP_INTR != 0 {
-                    end = DumpEnd::Interrupted;
-                }
-                match msg.kind {
-                    NLMSG_DONE => {
-                        let errno = read_errno(msg.payload);
-                        if errno != 0 {
-                            // A failed dump ends in DONE carrying the errno, then ack TLVs.
-                            let text = extack_message(msg.payload.get(4..).unwrap_or(&[]));
-                            return Err(Error::kernel(what, errno, text));
-                        }
-                        return Ok(end);
-                    }
-                    NLMSG_ERROR => {
-                        if let Some(refusal) = refusal(msg.payload, what) {
-                            return Err(refusal);
-                        }
-                    }
-                    _ => on_message(msg)?,
-                }
+        self.read_messages(what, |msg, msg_seq| {
+            if msg_seq != seq {
+                return Ok(Flow::Continue); // a late answer to an earlier request
             }
-        }
+            if msg.flags & NLM_F_DUMP_INTR != 0 {
+                end = DumpEnd::Interrupted;
+            }
+            match msg.kind {
+                NLMSG_DONE => {
+                    let errno = read_errno(msg.payload);
+                    if errno != 0 {
+                        // A failed dump ends in DONE carrying the errno, then ack TLVs.
+                        let text = extack_message(msg.payload.get(4..).unwrap_or(&[]));
+                        return Err(Error::kernel(what, errno, text));
+                    }
+                    Ok(Flow::Stop)
+                }
+                NLMSG_ERROR => match refusal(msg.payload, what) {
+                    Some(refusal) => Err(refusal),
+                    None => Ok(Flow::Continue),
+                },
+                _ => on_message(msg).map(|_| Flow::Continue),
+            }
+        })?;
+        Ok(end)
     }
 
     /// Sends one request that changes something and waits for the kernel's ack; a refusal
     /// comes back as [`Error::Kernel`] with the kernel's own words when it gave them.
     pub fn request(&mut self, kind: u16, flags: u16, payload: &[u8], what: &str) -> Result<()> {
         let seq = self.send(kind, REQUEST_ACK | flags, payload, what)?;
-        loop {
-            let len = self.recv(what)?;
-            let mut rest = &self.buf[..len];
-            while !rest.is_empty() {
-                let (msg, msg_seq, next) = split_message(rest, what)?;
-                rest = next;
-                if msg_seq != seq || msg.kind != NLMSG_ERROR {
-                    continue;
-                }
-                return match refusal(msg.payload, what) {
-                    Some(refusal) => Err(refusal),
-                    None => Ok(()),
-                };
+        self.read_messages(what, |msg, msg_seq| {
+            if msg_seq != seq || msg.kind != NLMSG_ERROR {
+                return Ok(Flow::Continue);
             }
-        }
+            match refusal(msg.payload, what) {
+                Some(refusal) => Err(refusal),
+                None => Ok(Flow::Stop),
+            }
+        })
     }
 
     /// Asks many one-answer questions (RTM_GETROUTE for a destination, say) with few
@@ -201,29 +196,49 @@ impl NetlinkSocket {
             }
             self.send_raw(&datagram, what)?;
             let mut answered = 0;
-            while answered < chunk.len() {
-                let len = self.recv(what)?;
-                let mut rest = &self.buf[..len];
-                while !rest.is_empty() {
-                    let (msg, seq, next) = split_message(rest, what)?;
-                    rest = next;
-                    let index = seq.wrapping_sub(first_seq) as usize;
-                    if index >= chunk.len() {
-                        continue; // not an answer to this window
-                    }
-                    let answer = match msg.kind {
-                        NLMSG_ERROR => match refusal(msg.payload, what) {
-                            Some(refusal) => Err(refusal),
-                            None => continue, // a bare ack; the answer comes separately
-                        },
-                        _ => Ok(msg),
-                    };
-                    on_answer(window * QUERY_WINDOW + index, answer)?;
-                    answered += 1;
+            self.read_messages(what, |msg, seq| {
+                let index = seq.wrapping_sub(first_seq) as usize;
+                if index >= chunk.len() {
+                    return Ok(Flow::Continue); // not an answer to this window
+                }
+                let answer = match msg.kind {
+                    NLMSG_ERROR => match refusal(msg.payload, what) {
+                        Some(refusal) => Err(refusal),
+                        // a bare ack; the answer itself comes separately
+                        None => return Ok(Flow::Continue),
+                    },
+                    _ => Ok(msg),
+                };
+                on_answer(window * QUERY_WINDOW + index, answer)?;
+                answered += 1;
+                Ok(if answered == chunk.len() {
+                    Flow::Stop
+                } else {
+                    Flow::Continue
+                })
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The one receive loop: reads datagrams and hands each message, with its sequence
+    /// number, to `handle` until it says stop (or fails).
+    fn read_messages(
+        &mut self,
+        what: &str,
+        mut handle: impl FnMut(Message<'_>, u32) -> Result<Flow>,
+    ) -> Result<()> {
+        loop {
+            let len = self.recv(what)?;
+            let mut rest = &self.buf[..len];
+            while !rest.is_empty() {
+                let (msg, seq, next) = split_message(rest, what)?;
+                rest = next;
+                if handle(msg, seq)? == Flow::Stop {
+                    return Ok(());
                 }
             }
         }
-        Ok(())
     }
 
     fn send(&mut self, kind: u16, flags: u16, payload: &[u8], what: &str) -> Result<u32> {

@@ -87,6 +87,20 @@ pub fn machnet(args: &[&str]) -> Output {
     run(cmd)
 }
 
+/// machnet with `input` on its stdin.
+pub fn machnet_with_stdin(args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(machnet_bin())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running machnet {args:?}: {e}"));
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 pub fn run(mut cmd: Command) -> Output {
     cmd.stdin(Stdio::null())
         .output()
