@@ -17,6 +17,8 @@ Exit status:
   6  stale machine: its registered leader is gone
   7  the kernel refused a request
   8  the table changed during a dump and output may be inconsistent
+  9  apply --check: routes differ from the declared set
+  10 apply: a declared route collides with a route machnet does not own
   126/127  exec could not run / could not find the command";
 
 /// See and change the network inside systemd-nspawn machines.
@@ -61,6 +63,8 @@ pub enum Command {
         #[command(subcommand)]
         action: AddrAction,
     },
+    /// Bring machines' routes to a declared set (TOML or JSON): add, replace, delete.
+    Apply(ApplyArgs),
     /// Run a host command inside a machine's network namespace (like `nsenter -n`).
     Exec(ExecArgs),
     /// Generate man pages or shell completions from these definitions.
@@ -137,6 +141,47 @@ pub struct GetArgs {
         allow_hyphen_values = true
     )]
     pub words: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The route set: TOML, or JSON (`.json`, or text starting with `{`); `-` reads stdin.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Apply only to this machine of the file (repeat for several); default: all of them.
+    #[arg(short, long, value_name = "NAME")]
+    pub machine: Vec<String>,
+
+    /// Print the plan as a diff (`+` add, `~` replace, `-` delete, in `ip route` syntax)
+    /// and change nothing.
+    #[arg(long, conflicts_with = "check")]
+    pub dry_run: bool,
+
+    /// Change nothing; print the plan and exit 0 when every machine is in sync, 9 when
+    /// not (for monitoring and CI).
+    #[arg(long)]
+    pub check: bool,
+
+    /// Replace a route machnet does not own (another protocol) when a declared route has
+    /// its key; without this, that is an error (exit 10) and nothing changes.
+    #[arg(long)]
+    pub adopt: bool,
+
+    /// Wait up to SECONDS for each machine to be registered and its declared devices to
+    /// exist (a container that is still starting).
+    #[arg(long, value_name = "SECONDS")]
+    pub wait: Option<f64>,
+
+    /// The protocol that marks machnet's routes: declared routes get it unless they name
+    /// one, and only routes with it are replaced or deleted (default 109, `machnet`).
+    #[arg(long, value_name = "PROTO")]
+    pub protocol: Option<String>,
+
+    /// Apply even to a machine that shares the host's network namespace (changes the
+    /// host's own routes).
+    #[arg(long)]
+    pub allow_host: bool,
 }
 
 #[derive(Debug, Args)]

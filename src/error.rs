@@ -16,6 +16,10 @@ pub mod exit {
     pub const STALE_MACHINE: i32 = 6;
     pub const KERNEL: i32 = 7;
     pub const INCONSISTENT_DUMP: i32 = 8;
+    /// `apply --check`: the routes differ from the declared set.
+    pub const OUT_OF_SYNC: i32 = 9;
+    /// `apply`: a declared route has the key of a route machnet does not own.
+    pub const CONFLICT: i32 = 10;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +51,9 @@ pub enum Error {
     #[error("{0}")]
     InconsistentDump(String),
 
+    #[error("{0}")]
+    Conflict(String),
+
     #[error("{context}: {source}")]
     Io { context: String, source: io::Error },
 
@@ -68,6 +75,7 @@ impl Error {
             Error::StaleMachine(_) => exit::STALE_MACHINE,
             Error::Kernel { .. } => exit::KERNEL,
             Error::InconsistentDump(_) => exit::INCONSISTENT_DUMP,
+            Error::Conflict(_) => exit::CONFLICT,
             Error::Exec { code, .. } => *code,
             Error::Io { .. } | Error::Other(_) => exit::FAILURE,
         }

@@ -5,6 +5,7 @@
 //! (netns.rs), a netlink socket opened inside that namespace, and the answers decoded and
 //! printed as iproute2 prints them (netlink/, route/, link.rs).
 
+pub mod apply;
 pub mod cli;
 pub mod commands;
 pub mod error;
@@ -16,5 +17,6 @@ pub mod netlink;
 pub mod netns;
 pub mod peer;
 pub mod route;
+pub mod routeset;
 pub mod sockets;
 pub mod target;

@@ -1,5 +1,6 @@
 //! One module per subcommand, each with a `run` that returns the process exit code.
 
+pub mod apply;
 pub mod exec;
 pub mod generate;
 pub mod link;

@@ -221,6 +221,56 @@ impl NetlinkSocket {
         Ok(())
     }
 
+    /// Sends many requests that change something, many per datagram, and collects their
+    /// acks: one round trip per [`BATCH_BYTES`] of requests instead of one per request.
+    /// `on_ack(i, outcome)` hears about each request in order: `None` for done, or the
+    /// kernel's refusal. The kernel carries on with the rest of a datagram after a refusal,
+    /// so every request in it gets its own answer; after a batch with a refusal, no further
+    /// batch is sent. Returns how many requests were sent (and answered).
+    pub fn request_many(
+        &mut self,
+        requests: &[Request<'_>],
+        what: &str,
+        mut on_ack: impl FnMut(usize, Option<Error>),
+    ) -> Result<usize> {
+        let mut sent = 0;
+        let mut datagram = Vec::with_capacity(BATCH_BYTES + 4096);
+        while sent < requests.len() {
+            datagram.clear();
+            let first = sent;
+            let first_seq = self.seq.wrapping_add(1);
+            while sent < requests.len() && (sent == first || datagram.len() < BATCH_BYTES) {
+                let r = &requests[sent];
+                self.seq = self.seq.wrapping_add(1);
+                push_message(&mut datagram, r.kind, REQUEST_ACK | r.flags, self.seq, r.payload);
+                sent += 1;
+            }
+            self.send_raw(&datagram, what)?;
+            let batch = sent - first;
+            let mut answered = 0;
+            let mut refused = false;
+            self.read_messages(what, |msg, seq| {
+                let offset = seq.wrapping_sub(first_seq) as usize;
+                if msg.kind != NLMSG_ERROR || offset >= batch {
+                    return Ok(Flow::Continue);
+                }
+                let outcome = refusal(msg.payload, what);
+                refused |= outcome.is_some();
+                on_ack(first + offset, outcome);
+                answered += 1;
+                Ok(if answered == batch {
+                    Flow::Stop
+                } else {
+                    Flow::Continue
+                })
+            })?;
+            if refused {
+                break;
+            }
+        }
+        Ok(sent)
+    }
+
     /// The one receive loop: reads datagrams and hands each message, with its sequence
     /// number, to `handle` until it says stop (or fails).
     fn read_messages(
@@ -300,6 +350,19 @@ impl NetlinkSocket {
         }
     }
 }
+
+/// One request for `request_many`: message type, extra flags (create, replace, …), body.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub kind: u16,
+    pub flags: u16,
+    pub payload: &'a [u8],
+}
+
+/// How many bytes of requests `request_many` puts in one datagram. Each is answered by a
+/// 36-byte ack (CAP_ACK), so a batch's acks fit the receive buffer many times over; the
+/// datagram stays well under the socket's default send buffer (208 KiB).
+const BATCH_BYTES: usize = 64 * 1024;
 
 /// How many questions `query_many` puts in one datagram. Their answers queue up in the
 /// socket's receive buffer until read: a multipath answer can be several KiB, so the

@@ -4,6 +4,7 @@
 pub mod dump;
 pub mod format;
 pub mod get;
+pub mod identity;
 pub mod message;
 pub mod names;
 pub mod print;

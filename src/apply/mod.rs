@@ -1,0 +1,231 @@
+//! Declarative routes: bring one machine's table to a declared set (`machnet apply`).
+//!
+//! snapshot (read what is there) → plan (plan.rs, pure) → execute, pipelined → on any
+//! refusal, undo what was done in reverse. Everything here works on one netlink socket
+//! inside one pinned namespace, under that namespace's apply lock.
+
+pub mod lock;
+pub mod plan;
+
+use std::collections::HashSet;
+
+use crate::error::{Error, Result};
+use crate::netlink::{DumpEnd, NetlinkSocket, Request};
+use crate::route::identity::{resendable, RouteKey};
+use crate::route::message::{Route, AF_INET, AF_INET6, RTM_F_CLONED};
+use crate::route::request::{RTM_DELROUTE, RTM_NEWROUTE};
+use plan::{Found, Plan, Step, Wanted};
+
+const RTM_GETROUTE: u16 = 26;
+const NLM_F_REPLACE: u16 = 0x100;
+const NLM_F_EXCL: u16 = 0x200;
+const NLM_F_CREATE: u16 = 0x400;
+const NLM_F_APPEND: u16 = 0x800;
+const DUMP_ATTEMPTS: usize = 5;
+
+/// The routes of the table that apply may touch: ours (protocol `owner`) and whatever sits
+/// at a wanted key. Everything else is never looked at again, so memory follows the
+/// declared set and our own routes, not the table.
+pub fn snapshot(sock: &mut NetlinkSocket, wanted: &[Wanted], owner: u8) -> Result<Vec<Found>> {
+    let keys: HashSet<RouteKey> = wanted
+        .iter()
+        .map(|w| RouteKey::of(&Route::parse(&w.request).expect("built by machnet")))
+        .collect();
+    'attempt: for _ in 0..DUMP_ATTEMPTS {
+        let mut found = Vec::new();
+        for family in [AF_INET, AF_INET6] {
+            let mut request = vec![0u8; 12];
+            request[0] = family;
+            let end = sock.dump(RTM_GETROUTE, &request, "reading the routing table", |msg| {
+                if msg.kind != RTM_NEWROUTE {
+                    return Ok(());
+                }
+                let route = Route::parse(msg.payload).map_err(|e| {
+                    Error::Other(format!(
+                        "the kernel sent a route machnet cannot decode ({}); nothing was changed",
+                        e.0
+                    ))
+                })?;
+                if route.flags & RTM_F_CLONED == 0
+                    && (route.protocol == owner || keys.contains(&RouteKey::of(&route)))
+                {
+                    found.push(Found {
+                        message: msg.payload.to_vec(),
+                    });
+                }
+                Ok(())
+            })?;
+            if end == DumpEnd::Interrupted {
+                continue 'attempt;
+            }
+        }
+        return Ok(found);
+    }
+    Err(Error::InconsistentDump(format!(
+        "the routing table kept changing while machnet read it ({DUMP_ATTEMPTS} dumps in a row \
+         were interrupted); nothing was changed, try again"
+    )))
+}
+
+/// A step that failed: which one, and the kernel's refusal.
+#[derive(Debug)]
+pub struct Refused {
+    pub step: Step,
+    pub error: Error,
+    /// Other steps the kernel refused in the same batch (they are undone all the same).
+    pub also_refused: usize,
+    /// How the undo went: steps put back, and the refusals of those that could not be.
+    pub undone: usize,
+    pub undo_failures: Vec<(Step, Error)>,
+}
+
+/// Runs `plan` with as few round trips as the socket allows. On a refusal, every step that
+/// succeeded (before it, or after it in the same batch) is undone in reverse order, and
+/// the refusal is returned. `progress(done, total)` hears about each answered step.
+pub fn execute(
+    sock: &mut NetlinkSocket,
+    plan: &Plan,
+    wanted: &[Wanted],
+    found: &[Found],
+    what: &str,
+    mut progress: impl FnMut(usize, usize),
+) -> std::result::Result<(), Box<Refused>> {
+    let resent: Vec<Option<Vec<u8>>> = found_messages_to_resend(plan, found);
+    let requests: Vec<Request<'_>> = plan
+        .steps
+        .iter()
+        .map(|step| forward(*step, wanted, &resent))
+        .collect();
+    let total = requests.len();
+    let mut done = vec![false; total];
+    let mut refusals: Vec<(usize, Error)> = Vec::new();
+    let mut answered = 0;
+    let sent = sock.request_many(&requests, what, |i, outcome| {
+        match outcome {
+            None => done[i] = true,
+            Some(error) => refusals.push((i, error)),
+        }
+        answered += 1;
+        progress(answered, total);
+    });
+    let (first, error) = match sent {
+        Ok(_) if refusals.is_empty() => return Ok(()),
+        Ok(_) => {
+            let (i, e) = refusals.remove(0);
+            (Some(i), e)
+        }
+        // The socket itself failed: what the kernel did with the unanswered requests is
+        // unknown; undo what is known to be done.
+        Err(e) => (None, e),
+    };
+    let succeeded: Vec<Step> = plan
+        .steps
+        .iter()
+        .zip(&done)
+        .filter(|(_, ok)| **ok)
+        .map(|(step, _)| *step)
+        .collect();
+    let (undone, undo_failures) = undo(sock, &succeeded, wanted, &resent, what);
+    Err(Box::new(Refused {
+        step: first.map_or(plan.steps[0], |i| plan.steps[i]),
+        error,
+        also_refused: refusals.len(),
+        undone,
+        undo_failures,
+    }))
+}
+
+/// The resendable form of each found route a step replaces or deletes (only those).
+fn found_messages_to_resend(plan: &Plan, found: &[Found]) -> Vec<Option<Vec<u8>>> {
+    let mut resent = vec![None; found.len()];
+    for step in &plan.steps {
+        if let Step::Replace { old: f, .. } | Step::Delete(f) = *step {
+            resent[f] = Some(resendable(&found[f].message));
+        }
+    }
+    resent
+}
+
+fn forward<'a>(step: Step, wanted: &'a [Wanted], resent: &'a [Option<Vec<u8>>]) -> Request<'a> {
+    match step {
+        Step::Add(w) => Request {
+            kind: RTM_NEWROUTE,
+            flags: NLM_F_CREATE | NLM_F_EXCL,
+            payload: &wanted[w].request,
+        },
+        Step::Replace { new, .. } => Request {
+            kind: RTM_NEWROUTE,
+            flags: NLM_F_CREATE | NLM_F_REPLACE,
+            payload: &wanted[new].request,
+        },
+        Step::Delete(f) => Request {
+            kind: RTM_DELROUTE,
+            flags: 0,
+            payload: resent[f].as_deref().expect("prepared for every delete"),
+        },
+    }
+}
+
+/// The request that reverses a step that was done.
+fn backward<'a>(step: Step, wanted: &'a [Wanted], resent: &'a [Option<Vec<u8>>]) -> Request<'a> {
+    match step {
+        // Deleting exactly what was added: the request names every field it set.
+        Step::Add(w) => Request {
+            kind: RTM_DELROUTE,
+            flags: 0,
+            payload: &wanted[w].request,
+        },
+        Step::Replace { old, .. } => Request {
+            kind: RTM_NEWROUTE,
+            flags: NLM_F_CREATE | NLM_F_REPLACE,
+            payload: resent[old].as_deref().expect("prepared for every replace"),
+        },
+        Step::Delete(f) => {
+            let payload = resent[f].as_deref().expect("prepared for every delete");
+            // IPv4 may hold several routes at one key, put back in their order; IPv6 may not.
+            let again = if payload[0] == AF_INET {
+                NLM_F_APPEND
+            } else {
+                NLM_F_EXCL
+            };
+            Request {
+                kind: RTM_NEWROUTE,
+                flags: NLM_F_CREATE | again,
+                payload,
+            }
+        }
+    }
+}
+
+/// Undoes `done` (in the order it was done) in reverse, going on past a failed undo so as
+/// much as possible is put back.
+fn undo(
+    sock: &mut NetlinkSocket,
+    done: &[Step],
+    wanted: &[Wanted],
+    resent: &[Option<Vec<u8>>],
+    what: &str,
+) -> (usize, Vec<(Step, Error)>) {
+    let steps: Vec<Step> = done.iter().rev().copied().collect();
+    let requests: Vec<Request<'_>> = steps
+        .iter()
+        .map(|step| backward(*step, wanted, resent))
+        .collect();
+    let mut undone = 0;
+    let mut failures = Vec::new();
+    let mut start = 0;
+    while start < requests.len() {
+        let outcome = sock.request_many(&requests[start..], what, |i, refusal| match refusal {
+            None => undone += 1,
+            Some(e) => failures.push((steps[start + i], e)),
+        });
+        match outcome {
+            Ok(sent) => start += sent,
+            Err(e) => {
+                failures.push((steps[start], e));
+                break;
+            }
+        }
+    }
+    (undone, failures)
+}

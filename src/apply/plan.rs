@@ -1,0 +1,267 @@
+//! Wanted routes against a table: what to add, replace and delete. Plain values in, plain
+//! values out, so every rule is unit-tested without a kernel.
+//!
+//! The rules (issue 4, DESIGN.md "Owning what we change"):
+//! - a wanted route with no route at its key is added;
+//! - one whose key holds exactly that route already is left alone;
+//! - one whose key holds a route of ours (the owner protocol) that differs is replaced;
+//! - one whose key holds a foreign route (any other protocol) is a conflict naming both,
+//!   unless adopting, when it is replaced (and becomes ours);
+//! - our routes at keys nobody declared are deleted. Foreign ones never are.
+
+use std::collections::HashMap;
+
+use crate::route::identity::{is_same_route, RouteKey};
+use crate::route::message::Route;
+
+/// A route machnet wants: the RTM_NEWROUTE body it would send, and its place in the file.
+#[derive(Debug, Clone)]
+pub struct Wanted {
+    /// Index in the machine's declared list (for messages).
+    pub index: usize,
+    pub request: Vec<u8>,
+}
+
+/// A route found in the table that apply may have to touch (ours, or at a wanted key).
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub message: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Add `wanted[i]`.
+    Add(usize),
+    /// Overwrite `found[old]` with `wanted[new]`.
+    Replace { new: usize, old: usize },
+    /// Delete `found[i]`.
+    Delete(usize),
+}
+
+/// Why the wanted set cannot be applied as it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Conflict {
+    /// `wanted[wanted]` has the key of a foreign route `found[found]`.
+    Foreign { wanted: usize, found: usize },
+    /// Two declared routes have one key: the second would overwrite the first.
+    SameKey { first: usize, second: usize },
+}
+
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// In the order they run: adds and replaces in declared order, then deletes (the new
+    /// route is in place before the old one goes).
+    pub steps: Vec<Step>,
+    /// Wanted routes already in place.
+    pub in_sync: usize,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// (added, replaced, deleted)
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let mut counts = (0, 0, 0);
+        for step in &self.steps {
+            match step {
+                Step::Add(_) => counts.0 += 1,
+                Step::Replace { .. } => counts.1 += 1,
+                Step::Delete(_) => counts.2 += 1,
+            }
+        }
+        counts
+    }
+}
+
+fn parse(bytes: &[u8]) -> Route<'_> {
+    Route::parse(bytes).expect("routes are validated when collected")
+}
+
+/// Plans `wanted` against `found` (routes that are ours, or at a wanted key; everything
+/// else in the table is irrelevant). `owner` is the protocol number that marks ours.
+pub fn plan(
+    wanted: &[Wanted],
+    found: &[Found],
+    owner: u8,
+    adopt: bool,
+) -> Result<Plan, Vec<Conflict>> {
+    let mut found_at: HashMap<RouteKey, Vec<usize>> = HashMap::new();
+    for (i, f) in found.iter().enumerate() {
+        found_at.entry(RouteKey::of(&parse(&f.message))).or_default().push(i);
+    }
+    let mut declared_at: HashMap<RouteKey, usize> = HashMap::with_capacity(wanted.len());
+    let mut conflicts = Vec::new();
+    let mut plan = Plan::default();
+    let mut deletes = Vec::new();
+    for (w, want) in wanted.iter().enumerate() {
+        let route = parse(&want.request);
+        let key = RouteKey::of(&route);
+        if let Some(first) = declared_at.insert(key, w) {
+            conflicts.push(Conflict::SameKey { first, second: w });
+            continue;
+        }
+        let Some(here) = found_at.get(&key) else {
+            plan.steps.push(Step::Add(w));
+            continue;
+        };
+        if let [only] = here[..] {
+            if is_same_route(&route, &parse(&found[only].message)) {
+                plan.in_sync += 1;
+                continue;
+            }
+        }
+        let foreign = here
+            .iter()
+            .find(|&&f| parse(&found[f].message).protocol != owner);
+        match foreign {
+            Some(&f) if !adopt => conflicts.push(Conflict::Foreign {
+                wanted: w,
+                found: f,
+            }),
+            _ => {
+                // IPv4 can hold several routes at one key (`ip route append`): the first is
+                // overwritten, the others go.
+                plan.steps.push(Step::Replace {
+                    new: w,
+                    old: here[0],
+                });
+                deletes.extend(here[1..].iter().copied());
+            }
+        }
+    }
+    if !conflicts.is_empty() {
+        return Err(conflicts);
+    }
+    for (key, here) in &found_at {
+        if declared_at.contains_key(key) {
+            continue;
+        }
+        deletes.extend(
+            here.iter()
+                .copied()
+                .filter(|&f| parse(&found[f].message).protocol == owner),
+        );
+    }
+    // Stable output: deletes in table order.
+    deletes.sort_unstable();
+    plan.steps.extend(deletes.into_iter().map(Step::Delete));
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netlink::attr;
+    use crate::route::message::{RTA_DST, RTA_GATEWAY, RTA_PRIORITY};
+
+    const OURS: u8 = 109;
+    const STATIC: u8 = 4;
+
+    fn msg(dst: [u8; 4], gw: [u8; 4], metric: u32, protocol: u8) -> Vec<u8> {
+        let mut m = vec![2, 24, 0, 0, 254, protocol, 0, 1, 0, 0, 0, 0];
+        attr::push(&mut m, RTA_DST, &dst);
+        attr::push(&mut m, RTA_GATEWAY, &gw);
+        attr::push(&mut m, RTA_PRIORITY, &metric.to_ne_bytes());
+        m
+    }
+
+    fn wanted(list: &[Vec<u8>]) -> Vec<Wanted> {
+        list.iter()
+            .enumerate()
+            .map(|(index, request)| Wanted {
+                index,
+                request: request.clone(),
+            })
+            .collect()
+    }
+
+    fn found(list: &[Vec<u8>]) -> Vec<Found> {
+        list.iter()
+            .map(|m| Found { message: m.clone() })
+            .collect()
+    }
+
+    #[test]
+    fn adds_replaces_keeps_and_deletes() {
+        let w = wanted(&[
+            msg([10, 1, 0, 0], [10, 0, 0, 1], 0, OURS), // in place
+            msg([10, 2, 0, 0], [10, 0, 0, 1], 0, OURS), // differs: replace
+            msg([10, 3, 0, 0], [10, 0, 0, 1], 0, OURS), // missing: add
+        ]);
+        let f = found(&[
+            msg([10, 1, 0, 0], [10, 0, 0, 1], 0, OURS),
+            msg([10, 2, 0, 0], [10, 0, 0, 9], 0, OURS),
+            msg([10, 4, 0, 0], [10, 0, 0, 1], 0, OURS), // ours, undeclared: delete
+        ]);
+        let plan = plan(&w, &f, OURS, false).unwrap();
+        assert_eq!(
+            plan.steps,
+            vec![Step::Replace { new: 1, old: 1 }, Step::Add(2), Step::Delete(2)]
+        );
+        assert_eq!(plan.in_sync, 1);
+    }
+
+    #[test]
+    fn foreign_routes_are_never_deleted_and_collide_unless_adopted() {
+        let w = wanted(&[msg([10, 9, 0, 0], [10, 0, 0, 1], 0, OURS)]);
+        let f = found(&[
+            msg([10, 9, 0, 0], [10, 0, 0, 2], 0, STATIC),
+            msg([10, 8, 0, 0], [10, 0, 0, 2], 0, STATIC),
+        ]);
+        assert_eq!(
+            plan(&w, &f, OURS, false).unwrap_err(),
+            vec![Conflict::Foreign {
+                wanted: 0,
+                found: 0
+            }]
+        );
+        let adopted = plan(&w, &f, OURS, true).unwrap();
+        assert_eq!(adopted.steps, vec![Step::Replace { new: 0, old: 0 }]);
+    }
+
+    #[test]
+    fn another_metric_is_another_key() {
+        let w = wanted(&[msg([10, 9, 0, 0], [10, 0, 0, 1], 100, OURS)]);
+        let f = found(&[msg([10, 9, 0, 0], [10, 0, 0, 2], 0, STATIC)]);
+        assert_eq!(plan(&w, &f, OURS, false).unwrap().steps, vec![Step::Add(0)]);
+    }
+
+    #[test]
+    fn a_foreign_route_declared_exactly_is_in_sync() {
+        let w = wanted(&[msg([10, 9, 0, 0], [10, 0, 0, 1], 0, STATIC)]);
+        let f = found(&[msg([10, 9, 0, 0], [10, 0, 0, 1], 0, STATIC)]);
+        let plan = plan(&w, &f, OURS, false).unwrap();
+        assert!(plan.is_empty());
+        assert_eq!(plan.in_sync, 1);
+    }
+
+    #[test]
+    fn two_declarations_of_one_key_are_refused() {
+        let w = wanted(&[
+            msg([10, 9, 0, 0], [10, 0, 0, 1], 0, OURS),
+            msg([10, 9, 0, 0], [10, 0, 0, 2], 0, OURS),
+        ]);
+        assert_eq!(
+            plan(&w, &[], OURS, false).unwrap_err(),
+            vec![Conflict::SameKey {
+                first: 0,
+                second: 1
+            }]
+        );
+    }
+
+    #[test]
+    fn extra_routes_at_one_key_are_deleted() {
+        let w = wanted(&[msg([10, 9, 0, 0], [10, 0, 0, 1], 0, OURS)]);
+        let f = found(&[
+            msg([10, 9, 0, 0], [10, 0, 0, 3], 0, OURS),
+            msg([10, 9, 0, 0], [10, 0, 0, 4], 0, OURS),
+        ]);
+        assert_eq!(
+            plan(&w, &f, OURS, false).unwrap().steps,
+            vec![Step::Replace { new: 0, old: 0 }, Step::Delete(1)]
+        );
+    }
+}

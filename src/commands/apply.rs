@@ -1,0 +1,530 @@
+//! `machnet apply FILE`: bring each machine's routes to the set FILE declares.
+//!
+//! Everything that can be checked without the kernel is checked before any machine is
+//! touched: the file, every route in it, the machines asked for. Then each machine in
+//! turn: wait for it (--wait), pin it, lock its namespace, read, plan, and apply or show
+//! the plan. A machine that fails is put back as it was and the others still run.
+
+use std::collections::HashSet;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use crate::apply::plan::{self, Conflict, Found, Plan, Step, Wanted};
+use crate::apply::{self, lock};
+use crate::cli::ApplyArgs;
+use crate::error::{exit, Error, Result};
+use crate::link::{self, LinkNames};
+use crate::machined::Machined;
+use crate::netlink::NetlinkSocket;
+use crate::netns::{ExtraNamespaces, Isolation, PinnedNamespace};
+use crate::route::message::Route;
+use crate::route::names::Names;
+use crate::route::print::{Format, RoutePrinter, ShowOptions};
+use crate::route::request::{encode, Edit};
+use crate::route::spec::RouteSpec;
+use crate::routeset::RouteSet;
+use crate::target::Target;
+
+use super::route::MACHNET_PROTOCOL;
+
+/// How often --wait looks again for a machine or its devices.
+const WAIT_STEP: Duration = Duration::from_millis(100);
+/// Below this many steps a progress line is not worth drawing.
+const PROGRESS_MIN_STEPS: usize = 2000;
+
+/// What to do with each machine's plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Apply,
+    DryRun,
+    Check,
+}
+
+/// One machine's declared routes, parsed.
+struct MachineSet {
+    name: String,
+    target: Target,
+    routes: Vec<RouteSpec>,
+}
+
+pub async fn run(args: ApplyArgs) -> Result<i32> {
+    let names = Names::load();
+    let set = RouteSet::load(&args.file)?;
+    let owner = match &args.protocol {
+        Some(p) => names
+            .protocol_id(p)
+            .ok_or_else(|| Error::Usage(format!("unknown routing protocol {p:?} for --protocol")))?,
+        None => MACHNET_PROTOCOL,
+    };
+    let mode = match (args.dry_run, args.check) {
+        (true, _) => Mode::DryRun,
+        (_, true) => Mode::Check,
+        _ => Mode::Apply,
+    };
+    let machines = parse_machines(&set, &args.machine, &names, &args.file)?;
+    if machines.is_empty() {
+        eprintln!("machnet: {} declares no machines; nothing to do", args.file.display());
+        return Ok(0);
+    }
+    if machines.iter().any(|m| m.target != Target::Host) {
+        crate::netns::require_privileges()?;
+    }
+    let machined = if machines.iter().any(|m| m.target.needs_machined()) {
+        Some(Machined::connect().await?)
+    } else {
+        None
+    };
+    let wait = args.wait.map(Duration::from_secs_f64);
+    let ctx = Context {
+        names: &names,
+        owner,
+        adopt: args.adopt,
+        allow_host: args.allow_host,
+        mode,
+    };
+
+    let mut worst = 0;
+    let mut out_of_sync = false;
+    for machine in &machines {
+        match apply_machine(&ctx, machine, machined.as_ref(), wait).await {
+            Ok(changes_needed) => out_of_sync |= changes_needed,
+            Err(e) => {
+                eprintln!("machnet: {e}");
+                if worst == 0 {
+                    worst = e.exit_code();
+                }
+            }
+        }
+    }
+    if worst != 0 {
+        return Ok(worst);
+    }
+    Ok(if mode == Mode::Check && out_of_sync {
+        exit::OUT_OF_SYNC
+    } else {
+        0
+    })
+}
+
+struct Context<'a> {
+    names: &'a Names,
+    owner: u8,
+    adopt: bool,
+    allow_host: bool,
+    mode: Mode,
+}
+
+/// The machines to work on (all in the file, or those named with --machine), each route
+/// parsed: a malformed route anywhere stops everything before anything is touched.
+fn parse_machines(
+    set: &RouteSet,
+    only: &[String],
+    names: &Names,
+    file: &std::path::Path,
+) -> Result<Vec<MachineSet>> {
+    for name in only {
+        if !set.machines.contains_key(name) {
+            let declared: Vec<&str> = set.machines.keys().map(String::as_str).collect();
+            return Err(Error::Usage(format!(
+                "--machine {name}: {} declares no such machine (it declares: {})",
+                file.display(),
+                if declared.is_empty() {
+                    "none".to_string()
+                } else {
+                    declared.join(", ")
+                }
+            )));
+        }
+    }
+    let mut machines = Vec::new();
+    for (name, declared) in &set.machines {
+        if !only.is_empty() && !only.contains(name) {
+            continue;
+        }
+        let target: Target = name.parse().map_err(|e| {
+            Error::Usage(format!("{}: machine {name:?}: {e}", file.display()))
+        })?;
+        let routes = declared
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, route)| {
+                route.to_spec(names).map_err(|e| {
+                    Error::Usage(format!(
+                        "{}: machine {name}, route {} (\"{}\"): {e}",
+                        file.display(),
+                        i + 1,
+                        route.words().join(" ")
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        machines.push(MachineSet {
+            name: name.clone(),
+            target,
+            routes,
+        });
+    }
+    Ok(machines)
+}
+
+/// Brings one machine to its set (or shows the plan). Returns whether changes were (or,
+/// for --dry-run/--check, would be) needed.
+async fn apply_machine(
+    ctx: &Context<'_>,
+    machine: &MachineSet,
+    machined: Option<&Machined>,
+    wait: Option<Duration>,
+) -> Result<bool> {
+    let devices: HashSet<&str> = machine
+        .routes
+        .iter()
+        .filter_map(|r| r.nexthop.dev.as_deref())
+        .collect();
+    let (namespace, mut sock, links) = wait_for_machine(ctx, machine, machined, &devices, wait).await?;
+    let label = &namespace.label;
+    let wanted = machine
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(index, spec)| {
+            let request = encode(spec, Edit::Replace, ctx.owner, &links).map_err(|e| {
+                Error::NoSuchTarget(format!(
+                    "{label}: route {} ({}): {e}; nothing was changed",
+                    index + 1,
+                    spec_text(spec)
+                ))
+            })?;
+            Ok(Wanted { index, request })
+        })
+        .collect::<Result<Vec<_>>>()?;
+
+    // Read-only modes look without the lock: they change nothing and must not wait.
+    let _lock = match ctx.mode {
+        Mode::Apply => Some(lock::lock_namespace(namespace.inode)?),
+        _ => None,
+    };
+    let found = apply::snapshot(&mut sock, &wanted, ctx.owner)?;
+    let plan = plan::plan(&wanted, &found, ctx.owner, ctx.adopt)
+        .map_err(|conflicts| conflict_error(ctx, label, &conflicts, &wanted, &found, &links))?;
+
+    let printer = printer(ctx.names, &links);
+    let (added, replaced, deleted) = plan.counts();
+    let mut out = Vec::new();
+    match ctx.mode {
+        Mode::DryRun | Mode::Check => {
+            write_plan(&mut out, &machine.name, &plan, &wanted, &found, &printer);
+            super::write_stdout(&out)?;
+            return Ok(!plan.is_empty());
+        }
+        Mode::Apply if plan.is_empty() => {
+            out.extend(
+                format!(
+                    "{}: in sync, nothing changed ({} declared route{} in place)\n",
+                    machine.name,
+                    plan.in_sync,
+                    plural(plan.in_sync)
+                )
+                .as_bytes(),
+            );
+            super::write_stdout(&out)?;
+            return Ok(false);
+        }
+        Mode::Apply => {}
+    }
+
+    let what = format!("applying routes to {label}");
+    let mut progress = Progress::new(&machine.name, plan.steps.len());
+    let result = apply::execute(&mut sock, &plan, &wanted, &found, &what, |done, total| {
+        progress.show(done, total)
+    });
+    progress.finish();
+    if let Err(refused) = result {
+        return Err(refusal_error(label, &refused, &wanted, &found, &printer));
+    }
+    out.extend(
+        format!(
+            "{}: {added} added, {replaced} replaced, {deleted} deleted; {} already in place\n",
+            machine.name, plan.in_sync
+        )
+        .as_bytes(),
+    );
+    super::write_stdout(&out)?;
+    Ok(true)
+}
+
+/// Pins the machine and checks its declared devices exist. With `wait`, a machine not (yet)
+/// registered, stale, or missing a device is looked for again until the time is up.
+async fn wait_for_machine(
+    ctx: &Context<'_>,
+    machine: &MachineSet,
+    machined: Option<&Machined>,
+    devices: &HashSet<&str>,
+    wait: Option<Duration>,
+) -> Result<(PinnedNamespace, NetlinkSocket, LinkNames)> {
+    let deadline = wait.map(|w| Instant::now() + w);
+    let waited = || {
+        wait.map_or(String::new(), |w| {
+            format!(" after waiting {}s", w.as_secs_f64())
+        })
+    };
+    loop {
+        let attempt = async {
+            let namespace = machine
+                .target
+                .resolve(machined, ExtraNamespaces::default())
+                .await?
+                .namespace;
+            if namespace.isolation == Isolation::SharesHost && !ctx.allow_host {
+                return Err(Error::Usage(format!(
+                    "refusing to apply routes to {}: it shares the host's network namespace, so \
+                     this would change the host's own routes; pass --allow-host if that is what \
+                     you mean",
+                    namespace.label
+                )));
+            }
+            let mut sock = namespace.open_netlink()?;
+            let links = link::link_names(&mut sock)?;
+            let mut missing: Vec<&str> = devices
+                .iter()
+                .copied()
+                .filter(|d| links.index_of(d).is_none())
+                .collect();
+            missing.sort_unstable();
+            if !missing.is_empty() {
+                return Err(Error::NoSuchTarget(format!(
+                    "{}: no device {} here{} (devices: {}); nothing was changed",
+                    namespace.label,
+                    missing.join(", "),
+                    waited(),
+                    links.names_sorted().join(", ")
+                )));
+            }
+            Ok((namespace, sock, links))
+        };
+        match attempt.await {
+            Ok(found) => return Ok(found),
+            Err(
+                e @ (Error::NoSuchTarget(_)
+                | Error::StaleMachine(_)
+                | Error::MachinedUnavailable { .. }),
+            ) => match deadline {
+                Some(deadline) if Instant::now() < deadline => {
+                    tracing::debug!("waiting for {}: {e}", machine.name);
+                    tokio::time::sleep(WAIT_STEP).await;
+                }
+                Some(_) => {
+                    return Err(match e {
+                        Error::NoSuchTarget(msg) if !msg.contains("after waiting") => {
+                            Error::NoSuchTarget(format!("{msg}{}", waited()))
+                        }
+                        other => other,
+                    })
+                }
+                None => return Err(e),
+            },
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn printer<'a>(names: &'a Names, links: &'a LinkNames) -> RoutePrinter<'a> {
+    RoutePrinter {
+        names,
+        links,
+        options: ShowOptions { all_tables: true },
+        format: Format::Text,
+        hz: super::routes::user_hz(),
+    }
+}
+
+/// One route as `ip route show` prints it, without the trailing space and newline.
+fn route_line(printer: &RoutePrinter<'_>, message: &[u8]) -> String {
+    let mut line = Vec::new();
+    match Route::parse(message) {
+        Ok(route) => printer.print(&route, &mut line),
+        Err(e) => line.extend_from_slice(format!("(undecodable route: {})", e.0).as_bytes()),
+    }
+    String::from_utf8_lossy(&line).trim_end().to_string()
+}
+
+fn spec_text(spec: &RouteSpec) -> String {
+    let prefix = match spec.dst.addr {
+        Some(addr) => format!("{addr}/{}", spec.dst.len),
+        None if spec.dst.len == 0 => "default".into(),
+        None => format!("0/{}", spec.dst.len),
+    };
+    match &spec.nexthop.dev {
+        Some(dev) => format!("{prefix} dev {dev}"),
+        None => prefix,
+    }
+}
+
+/// The plan as a diff in `ip route` syntax: `+` added, `~` replaced (with what it was),
+/// `-` deleted. Lines starting with `#` are comments.
+fn write_plan(
+    out: &mut Vec<u8>,
+    machine: &str,
+    plan: &Plan,
+    wanted: &[Wanted],
+    found: &[Found],
+    printer: &RoutePrinter<'_>,
+) {
+    let (added, replaced, deleted) = plan.counts();
+    let header = if plan.is_empty() {
+        format!(
+            "# {machine}: in sync ({} declared route{} in place)\n",
+            plan.in_sync,
+            plural(plan.in_sync)
+        )
+    } else {
+        format!(
+            "# {machine}: {added} to add, {replaced} to replace, {deleted} to delete; {} in place\n",
+            plan.in_sync
+        )
+    };
+    out.extend_from_slice(header.as_bytes());
+    for step in &plan.steps {
+        let line = match *step {
+            Step::Add(w) => format!("+ {}\n", route_line(printer, &wanted[w].request)),
+            Step::Replace { new, old } => format!(
+                "~ {}\n#   was: {}\n",
+                route_line(printer, &wanted[new].request),
+                route_line(printer, &found[old].message)
+            ),
+            Step::Delete(f) => format!("- {}\n", route_line(printer, &found[f].message)),
+        };
+        out.extend_from_slice(line.as_bytes());
+    }
+}
+
+fn conflict_error(
+    ctx: &Context<'_>,
+    label: &str,
+    conflicts: &[Conflict],
+    wanted: &[Wanted],
+    found: &[Found],
+    links: &LinkNames,
+) -> Error {
+    let printer = printer(ctx.names, links);
+    let described: Vec<String> = conflicts
+        .iter()
+        .map(|c| match *c {
+            Conflict::Foreign { wanted: w, found: f } => format!(
+                "declared route {} ({}) has the key of a route machnet does not own ({}); pass \
+                 --adopt to replace it, or give the declared route another metric or table",
+                wanted[w].index + 1,
+                route_line(&printer, &wanted[w].request),
+                route_line(&printer, &found[f].message),
+            ),
+            Conflict::SameKey { first, second } => format!(
+                "declared routes {} and {} have one key (prefix, table, metric), so the second \
+                 would overwrite the first ({})",
+                wanted[first].index + 1,
+                wanted[second].index + 1,
+                route_line(&printer, &wanted[second].request),
+            ),
+        })
+        .collect();
+    Error::Conflict(format!(
+        "{label}: {}; nothing was changed",
+        described.join("; ")
+    ))
+}
+
+fn refusal_error(
+    label: &str,
+    refused: &apply::Refused,
+    wanted: &[Wanted],
+    found: &[Found],
+    printer: &RoutePrinter<'_>,
+) -> Error {
+    let step = match refused.step {
+        Step::Add(w) => format!(
+            "adding declared route {} ({})",
+            wanted[w].index + 1,
+            route_line(printer, &wanted[w].request)
+        ),
+        Step::Replace { new, .. } => format!(
+            "replacing with declared route {} ({})",
+            wanted[new].index + 1,
+            route_line(printer, &wanted[new].request)
+        ),
+        Step::Delete(f) => format!(
+            "deleting undeclared route {}",
+            route_line(printer, &found[f].message)
+        ),
+    };
+    let others = match refused.also_refused {
+        0 => String::new(),
+        n => format!(" ({n} more step{} refused too)", plural(n)),
+    };
+    let restored = if refused.undo_failures.is_empty() {
+        format!(
+            "everything changed in {label} was put back ({} step{} undone)",
+            refused.undone,
+            plural(refused.undone)
+        )
+    } else {
+        let failed: Vec<String> = refused
+            .undo_failures
+            .iter()
+            .map(|(step, e)| format!("{step:?}: {e}"))
+            .collect();
+        format!(
+            "putting {label} back FAILED for {} step{} ({}); its routes are now partly \
+             applied: check with `machnet apply --dry-run`",
+            failed.len(),
+            plural(failed.len()),
+            failed.join("; ")
+        )
+    };
+    let context = format!("{label}: {step} failed");
+    match &refused.error {
+        Error::Kernel { source, says, .. } => Error::Kernel {
+            context,
+            source: std::io::Error::from_raw_os_error(source.raw_os_error().unwrap_or(libc::EIO)),
+            says: format!("{says}{others}; {restored}"),
+        },
+        other => Error::Other(format!("{context}: {other}{others}; {restored}")),
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// A one-line progress count on a terminal's stderr for large applies; silent otherwise.
+struct Progress<'a> {
+    machine: &'a str,
+    enabled: bool,
+    last: Option<Instant>,
+}
+
+impl<'a> Progress<'a> {
+    fn new(machine: &'a str, steps: usize) -> Progress<'a> {
+        Progress {
+            machine,
+            enabled: steps >= PROGRESS_MIN_STEPS && std::io::stderr().is_terminal(),
+            last: None,
+        }
+    }
+
+    fn show(&mut self, done: usize, total: usize) {
+        if !self.enabled || self.last.is_some_and(|t| t.elapsed() < Duration::from_millis(100)) {
+            return;
+        }
+        self.last = Some(Instant::now());
+        eprint!("\r{}: {done}/{total} routes", self.machine);
+    }
+
+    fn finish(&self) {
+        if self.enabled && self.last.is_some() {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
