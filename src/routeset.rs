@@ -118,8 +118,10 @@ impl DeclaredRoute {
     /// Parses the route as `ip route add` would. The family comes from the addresses;
     /// `default` with neither gateway nor source is IPv4 (write `::/0` for IPv6).
     pub fn to_spec(&self, names: &Names) -> std::result::Result<RouteSpec, String> {
-        for (field, value) in [("destination", Some(&self.destination)), ("dev", self.dev.as_ref())]
-        {
+        for (field, value) in [
+            ("destination", Some(&self.destination)),
+            ("dev", self.dev.as_ref()),
+        ] {
             if value.is_some_and(|v| v.split_whitespace().count() != 1) {
                 return Err(format!("{field} must be one word, not {value:?}"));
             }
@@ -153,11 +155,10 @@ impl RouteSet {
                 }
             })?
         };
-        let is_json = path.extension().is_some_and(|e| e == "json")
-            || text.trim_start().starts_with('{');
-        RouteSet::parse(&text, is_json).map_err(|e| {
-            Error::Usage(format!("malformed route set {}: {e}", path.display()))
-        })
+        let is_json =
+            path.extension().is_some_and(|e| e == "json") || text.trim_start().starts_with('{');
+        RouteSet::parse(&text, is_json)
+            .map_err(|e| Error::Usage(format!("malformed route set {}: {e}", path.display())))
     }
 
     pub fn parse(text: &str, is_json: bool) -> std::result::Result<RouteSet, String> {

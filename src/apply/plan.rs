@@ -89,7 +89,10 @@ pub fn plan(
 ) -> Result<Plan, Vec<Conflict>> {
     let mut found_at: HashMap<RouteKey, Vec<usize>> = HashMap::new();
     for (i, f) in found.iter().enumerate() {
-        found_at.entry(RouteKey::of(&parse(&f.message))).or_default().push(i);
+        found_at
+            .entry(RouteKey::of(&parse(&f.message)))
+            .or_default()
+            .push(i);
     }
     let mut declared_at: HashMap<RouteKey, usize> = HashMap::with_capacity(wanted.len());
     let mut conflicts = Vec::new();
@@ -178,9 +181,7 @@ mod tests {
     }
 
     fn found(list: &[Vec<u8>]) -> Vec<Found> {
-        list.iter()
-            .map(|m| Found { message: m.clone() })
-            .collect()
+        list.iter().map(|m| Found { message: m.clone() }).collect()
     }
 
     #[test]
@@ -198,7 +199,11 @@ mod tests {
         let plan = plan(&w, &f, OURS, false).unwrap();
         assert_eq!(
             plan.steps,
-            vec![Step::Replace { new: 1, old: 1 }, Step::Add(2), Step::Delete(2)]
+            vec![
+                Step::Replace { new: 1, old: 1 },
+                Step::Add(2),
+                Step::Delete(2)
+            ]
         );
         assert_eq!(plan.in_sync, 1);
     }

@@ -51,9 +51,9 @@ pub async fn run(args: ApplyArgs) -> Result<i32> {
     let names = Names::load();
     let set = RouteSet::load(&args.file)?;
     let owner = match &args.protocol {
-        Some(p) => names
-            .protocol_id(p)
-            .ok_or_else(|| Error::Usage(format!("unknown routing protocol {p:?} for --protocol")))?,
+        Some(p) => names.protocol_id(p).ok_or_else(|| {
+            Error::Usage(format!("unknown routing protocol {p:?} for --protocol"))
+        })?,
         None => MACHNET_PROTOCOL,
     };
     let mode = match (args.dry_run, args.check) {
@@ -63,7 +63,10 @@ pub async fn run(args: ApplyArgs) -> Result<i32> {
     };
     let machines = parse_machines(&set, &args.machine, &names, &args.file)?;
     if machines.is_empty() {
-        eprintln!("machnet: {} declares no machines; nothing to do", args.file.display());
+        eprintln!(
+            "machnet: {} declares no machines; nothing to do",
+            args.file.display()
+        );
         return Ok(0);
     }
     if machines.iter().any(|m| m.target != Target::Host) {
@@ -141,9 +144,9 @@ fn parse_machines(
         if !only.is_empty() && !only.contains(name) {
             continue;
         }
-        let target: Target = name.parse().map_err(|e| {
-            Error::Usage(format!("{}: machine {name:?}: {e}", file.display()))
-        })?;
+        let target: Target = name
+            .parse()
+            .map_err(|e| Error::Usage(format!("{}: machine {name:?}: {e}", file.display())))?;
         let routes = declared
             .routes
             .iter()
@@ -181,7 +184,8 @@ async fn apply_machine(
         .iter()
         .filter_map(|r| r.nexthop.dev.as_deref())
         .collect();
-    let (namespace, mut sock, links) = wait_for_machine(ctx, machine, machined, &devices, wait).await?;
+    let (namespace, mut sock, links) =
+        wait_for_machine(ctx, machine, machined, &devices, wait).await?;
     let label = &namespace.label;
     let wanted = machine
         .routes
@@ -410,7 +414,10 @@ fn conflict_error(
     let described: Vec<String> = conflicts
         .iter()
         .map(|c| match *c {
-            Conflict::Foreign { wanted: w, found: f } => format!(
+            Conflict::Foreign {
+                wanted: w,
+                found: f,
+            } => format!(
                 "declared route {} ({}) has the key of a route machnet does not own ({}); pass \
                  --adopt to replace it, or give the declared route another metric or table",
                 wanted[w].index + 1,
@@ -515,7 +522,11 @@ impl<'a> Progress<'a> {
     }
 
     fn show(&mut self, done: usize, total: usize) {
-        if !self.enabled || self.last.is_some_and(|t| t.elapsed() < Duration::from_millis(100)) {
+        if !self.enabled
+            || self
+                .last
+                .is_some_and(|t| t.elapsed() < Duration::from_millis(100))
+        {
             return;
         }
         self.last = Some(Instant::now());

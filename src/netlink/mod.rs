@@ -242,7 +242,13 @@ impl NetlinkSocket {
             while sent < requests.len() && (sent == first || datagram.len() < BATCH_BYTES) {
                 let r = &requests[sent];
                 self.seq = self.seq.wrapping_add(1);
-                push_message(&mut datagram, r.kind, REQUEST_ACK | r.flags, self.seq, r.payload);
+                push_message(
+                    &mut datagram,
+                    r.kind,
+                    REQUEST_ACK | r.flags,
+                    self.seq,
+                    r.payload,
+                );
                 sent += 1;
             }
             self.send_raw(&datagram, what)?;

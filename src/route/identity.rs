@@ -202,7 +202,12 @@ mod tests {
 
     #[test]
     fn the_table_attribute_decides_the_key() {
-        let a = route(2, &[10, 0, 0, 0], 8, &[(RTA_TABLE, 1000u32.to_ne_bytes().to_vec())]);
+        let a = route(
+            2,
+            &[10, 0, 0, 0],
+            8,
+            &[(RTA_TABLE, 1000u32.to_ne_bytes().to_vec())],
+        );
         assert_eq!(RouteKey::of(&Route::parse(&a).unwrap()).table, 1000);
     }
 
