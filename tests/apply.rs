@@ -594,3 +594,47 @@ fn bad_sets_and_targets_fail_cleanly_and_change_nothing() {
     assert!(err.contains("empty, qbittorrent"), "{err}");
     assert_eq!(b.tables("qbittorrent"), tables);
 }
+
+#[test]
+fn progress_shows_on_a_terminal_and_never_in_a_pipe() {
+    let b = bench("progress");
+    let routes: String = (0..3000)
+        .map(|i| {
+            format!(
+                "{{\"destination\": \"10.{}.{}.0/24\", \"type\": \"blackhole\"}},",
+                150 + i / 256,
+                i % 256
+            )
+        })
+        .collect();
+    let set = b.file(
+        "big.json",
+        &format!(
+            "{{\"machines\": {{\"empty\": {{\"routes\": [{}]}}}}}}",
+            routes.trim_end_matches(',')
+        ),
+    );
+    let none = b.file("none.json", r#"{"machines": {"empty": {"routes": []}}}"#);
+
+    // In a pipe: the summary on stdout, nothing at all on stderr.
+    let piped = machnet(&["apply", &set]);
+    assert_eq!(
+        ok(piped.clone(), "apply in a pipe"),
+        "empty: 3000 added, 0 replaced, 0 deleted; 0 already in place\n"
+    );
+    assert!(piped.stderr.is_empty(), "{}", stderr(&piped));
+    ok(machnet(&["apply", &none]), "emptying");
+
+    // On a terminal (script(1) gives machnet a pty): a progress count, erased at the end.
+    let mut on_tty = Command::new("script");
+    on_tty.args([
+        "-qec",
+        &format!("{} apply {set}", common::machnet_bin()),
+        "/dev/null",
+    ]);
+    let shown = ok(run(on_tty), "apply on a terminal");
+    assert!(
+        shown.contains("\rempty: ") && shown.contains("/3000 routes") && shown.contains("\r\x1b[K"),
+        "{shown:?}"
+    );
+}
