@@ -152,7 +152,7 @@ fn parse_machines(
             .iter()
             .enumerate()
             .map(|(i, route)| {
-                route.to_spec(names).map_err(|e| {
+                route.to_spec(names).map(with_explicit_metric).map_err(|e| {
                     Error::Usage(format!(
                         "{}: machine {name}, route {} (\"{}\"): {e}",
                         file.display(),
@@ -169,6 +169,16 @@ fn parse_machines(
         });
     }
     Ok(machines)
+}
+
+/// An IPv6 route without a metric gets the kernel's default (1024) written out, so the
+/// request that undoes its add deletes exactly it: an IPv6 delete without a metric matches
+/// the prefix at any metric.
+fn with_explicit_metric(mut spec: RouteSpec) -> RouteSpec {
+    if spec.family == crate::route::message::AF_INET6 && spec.metric.is_none() {
+        spec.metric = Some(1024);
+    }
+    spec
 }
 
 /// Brings one machine to its set (or shows the plan). Returns whether changes were (or,
