@@ -19,6 +19,8 @@ Exit status:
   8  the table changed during a dump and output may be inconsistent
   9  apply --check: routes differ from the declared set
   10 apply: a declared route collides with a route machnet does not own
+  11 audit: the worst finding is a warning
+  12 audit: the worst finding is an error
   126/127  exec could not run / could not find the command";
 
 /// See and change the network inside systemd-nspawn machines.
@@ -65,6 +67,8 @@ pub enum Command {
     },
     /// Bring machines' routes to a declared set (TOML or JSON): add, replace, delete.
     Apply(ApplyArgs),
+    /// Check every machine's network (and the host side of it) for common faults.
+    Audit(AuditArgs),
     /// Run a host command inside a machine's network namespace (like `nsenter -n`).
     Exec(ExecArgs),
     /// Generate man pages or shell completions from these definitions.
@@ -141,6 +145,37 @@ pub struct GetArgs {
         allow_hyphen_values = true
     )]
     pub words: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Machines to audit (default: every machine machined knows).
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+
+    /// Print the findings as JSON (an array) instead of a table.
+    #[arg(long, conflicts_with = "prometheus")]
+    pub json: bool,
+
+    /// Print Prometheus text exposition format (for node_exporter's textfile collector).
+    #[arg(long)]
+    pub prometheus: bool,
+
+    /// Run only this rule (repeat for several).
+    #[arg(long, value_name = "ID")]
+    pub rule: Vec<String>,
+
+    /// Skip this rule (repeat for several).
+    #[arg(long, value_name = "ID")]
+    pub skip: Vec<String>,
+
+    /// Also report routes that differ from this apply file (rule route-drift).
+    #[arg(long, value_name = "FILE")]
+    pub expect: Option<PathBuf>,
+
+    /// List the rules and what each checks, then exit.
+    #[arg(long)]
+    pub list_rules: bool,
 }
 
 #[derive(Debug, Args)]

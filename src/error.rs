@@ -20,6 +20,9 @@ pub mod exit {
     pub const OUT_OF_SYNC: i32 = 9;
     /// `apply`: a declared route has the key of a route machnet does not own.
     pub const CONFLICT: i32 = 10;
+    /// `audit`: the worst finding is a warning / an error.
+    pub const AUDIT_WARNING: i32 = 11;
+    pub const AUDIT_ERROR: i32 = 12;
 }
 
 #[derive(Debug, thiserror::Error)]

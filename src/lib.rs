@@ -6,6 +6,7 @@
 //! printed as iproute2 prints them (netlink/, route/, link.rs).
 
 pub mod apply;
+pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod error;
@@ -13,10 +14,12 @@ pub mod link;
 pub mod link_brief;
 pub mod link_edit;
 pub mod machined;
+pub mod nat;
 pub mod netlink;
 pub mod netns;
 pub mod peer;
 pub mod route;
 pub mod routeset;
 pub mod sockets;
+pub mod survey;
 pub mod target;

@@ -22,6 +22,8 @@ const IFLA_LINK: u16 = 5;
 const IFLA_MASTER: u16 = 10;
 const IFLA_LINK_NETNSID: u16 = 37;
 const IFLA_OPERSTATE: u16 = 16;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_INFO_KIND: u16 = 1;
 const IFLA_EXT_MASK: u16 = 29;
 const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
 const IFA_ADDRESS: u16 = 1;
@@ -104,6 +106,8 @@ pub struct LinkDetail {
     pub link_netnsid: Option<i32>,
     /// IFLA_MASTER: the bridge (or bond) this link is enslaved to.
     pub master: Option<u32>,
+    /// IFLA_INFO_KIND: "veth", "bridge", "dummy", … (None for physical devices and lo).
+    pub kind: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -216,6 +220,14 @@ fn parse_link(payload: &[u8]) -> Result<Link> {
             IFLA_LINK => detail.link = Some(attr.u32().map_err(bad)?),
             IFLA_LINK_NETNSID => detail.link_netnsid = Some(attr.u32().map_err(bad)? as i32),
             IFLA_MASTER => detail.master = Some(attr.u32().map_err(bad)?),
+            IFLA_LINKINFO => {
+                for info in Attrs::new(attr.payload) {
+                    let info = info.map_err(|e| malformed("link", e.0))?;
+                    if info.kind == IFLA_INFO_KIND {
+                        detail.kind = Some(info.str().map_err(bad)?.to_string());
+                    }
+                }
+            }
             _ => {}
         }
     }

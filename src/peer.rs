@@ -58,7 +58,7 @@ pub fn host_peers(namespace: &PinnedNamespace, links: &[Link]) -> Result<Vec<Opt
 }
 
 /// The id the socket's namespace gives `other` (None: it has given it none).
-fn nsid_of(sock: &mut NetlinkSocket, other: &PinnedNamespace) -> Result<Option<i32>> {
+pub(crate) fn nsid_of(sock: &mut NetlinkSocket, other: &PinnedNamespace) -> Result<Option<i32>> {
     let mut request = vec![0u8; 4]; // struct rtgenmsg, padded
     attr::push(
         &mut request,

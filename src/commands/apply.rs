@@ -398,18 +398,89 @@ fn write_plan(
         )
     };
     out.extend_from_slice(header.as_bytes());
-    for step in &plan.steps {
-        let line = match *step {
-            Step::Add(w) => format!("+ {}\n", route_line(printer, &wanted[w].request)),
+    for line in plan_lines(plan, wanted, found, printer) {
+        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
+    }
+}
+
+/// Each step of the plan as a diff line (a replace also gets a `#   was:` line).
+fn plan_lines(
+    plan: &Plan,
+    wanted: &[Wanted],
+    found: &[Found],
+    printer: &RoutePrinter<'_>,
+) -> Vec<String> {
+    plan.steps
+        .iter()
+        .map(|step| match *step {
+            Step::Add(w) => format!("+ {}", route_line(printer, &wanted[w].request)),
             Step::Replace { new, old } => format!(
-                "~ {}\n#   was: {}\n",
+                "~ {}\n#   was: {}",
                 route_line(printer, &wanted[new].request),
                 route_line(printer, &found[old].message)
             ),
-            Step::Delete(f) => format!("- {}\n", route_line(printer, &found[f].message)),
-        };
-        out.extend_from_slice(line.as_bytes());
+            Step::Delete(f) => format!("- {}", route_line(printer, &found[f].message)),
+        })
+        .collect()
+}
+
+/// For `audit --expect FILE`: how each machine of the route set differs from it, as diff
+/// lines (`+`, `~`, `-`). A machine that cannot be read or planned gives its error.
+pub async fn drift(
+    file: &std::path::Path,
+    only: &[String],
+    machined: Option<&Machined>,
+) -> Result<Vec<(String, Result<Vec<String>>)>> {
+    let names = Names::load();
+    let set = RouteSet::load(file)?;
+    let declared: Vec<String> = set
+        .machines
+        .keys()
+        .filter(|m| only.is_empty() || only.contains(m))
+        .cloned()
+        .collect();
+    let machines = parse_machines(&set, &declared, &names, file)?;
+    let ctx = Context {
+        names: &names,
+        owner: MACHNET_PROTOCOL,
+        adopt: false,
+        allow_host: true,
+        mode: Mode::Check,
+    };
+    let mut out = Vec::new();
+    for machine in &machines {
+        let lines = async {
+            let devices = HashSet::new();
+            let (namespace, mut sock, links) =
+                wait_for_machine(&ctx, machine, machined, &devices, None).await?;
+            let wanted = machine
+                .routes
+                .iter()
+                .enumerate()
+                .map(|(index, spec)| {
+                    encode(spec, Edit::Replace, ctx.owner, &links)
+                        .map(|request| Wanted { index, request })
+                        .map_err(|e| {
+                            Error::NoSuchTarget(format!(
+                                "{}: route {} ({}): {e}",
+                                namespace.label,
+                                index + 1,
+                                spec_text(spec)
+                            ))
+                        })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let found = apply::snapshot(&mut sock, &wanted, ctx.owner)?;
+            let plan = plan::plan(&wanted, &found, ctx.owner, true)
+                .map_err(|_| Error::Usage("the route set declares one route key twice; `machnet apply --check` says which".into()))?;
+            let printer = printer(&names, &links);
+            Ok(plan_lines(&plan, &wanted, &found, &printer))
+        }
+        .await;
+        out.push((machine.name.clone(), lines));
     }
+    Ok(out)
 }
 
 fn conflict_error(

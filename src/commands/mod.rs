@@ -1,6 +1,7 @@
 //! One module per subcommand, each with a `run` that returns the process exit code.
 
 pub mod apply;
+pub mod audit;
 pub mod exec;
 pub mod generate;
 pub mod link;

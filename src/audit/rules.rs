@@ -1,0 +1,603 @@
+//! The audit rules: each a plain function from the survey to its findings.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use super::{Finding, Severity};
+use crate::link::Link;
+use crate::route::message::AF_INET;
+use crate::survey::{MachineState, MachineView, Namespace, RouteFact, Survey};
+
+const IFF_UP: u32 = 0x1;
+const RTN_UNICAST: u8 = 1;
+
+fn finding(
+    rule: &'static str,
+    severity: Severity,
+    machine: &str,
+    subject: impl Into<String>,
+    message: String,
+    fix: String,
+) -> Finding {
+    Finding {
+        rule,
+        severity,
+        machine: machine.to_string(),
+        subject: subject.into(),
+        message,
+        fix,
+    }
+}
+
+/// Machines whose own namespace was read: the ones most rules look inside.
+fn readable(survey: &Survey) -> impl Iterator<Item = (&MachineView, &Namespace)> {
+    survey
+        .machines
+        .iter()
+        .filter(|m| m.is_private() && m.state == MachineState::Running)
+        .filter_map(|m| m.net.as_ref().map(|n| (m, n)))
+}
+
+fn is_up(link: &Link) -> bool {
+    link.detail.flags & IFF_UP != 0
+}
+
+/// A link's addresses as (address, prefix length).
+fn addresses(link: &Link) -> impl Iterator<Item = (IpAddr, u8)> + '_ {
+    link.addr_info
+        .iter()
+        .filter_map(|a| a.local.parse().ok().map(|ip| (ip, a.prefixlen)))
+}
+
+/// Addresses that mean something beyond the machine: not loopback, not link-local.
+fn is_routable(addr: IpAddr) -> bool {
+    match addr {
+        IpAddr::V4(a) => !a.is_loopback() && !a.is_link_local() && !a.is_unspecified(),
+        IpAddr::V6(a) => {
+            !a.is_loopback() && (a.segments()[0] & 0xffc0) != 0xfe80 && !a.is_unspecified()
+        }
+    }
+}
+
+/// RFC 1918 and ULA: addresses that need NAT to reach beyond the host.
+fn is_private(addr: IpAddr) -> bool {
+    match addr {
+        IpAddr::V4(a) => a.is_private() || (a.octets()[0] == 100 && a.octets()[1] & 0xc0 == 64),
+        IpAddr::V6(a) => (a.segments()[0] & 0xfe00) == 0xfc00,
+    }
+}
+
+pub fn prefix_contains(net: IpAddr, len: u8, addr: IpAddr) -> bool {
+    match (net, addr) {
+        (IpAddr::V4(n), IpAddr::V4(a)) => {
+            let len = u32::from(len.min(32));
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            u32::from(n) & mask == u32::from(a) & mask
+        }
+        (IpAddr::V6(n), IpAddr::V6(a)) => {
+            let len = u32::from(len.min(128));
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len)
+            };
+            u128::from(n) & mask == u128::from(a) & mask
+        }
+        _ => false,
+    }
+}
+
+/// The subnets a namespace reaches directly: prefixes of addresses on links that are up,
+/// and routes with no gateway out of a device.
+fn connected(ns: &Namespace) -> Vec<(IpAddr, u8)> {
+    let mut nets: Vec<(IpAddr, u8)> = ns
+        .links
+        .iter()
+        .filter(|l| is_up(l))
+        .flat_map(addresses)
+        .collect();
+    nets.extend(
+        ns.routes
+            .iter()
+            .filter(|r| r.kind == RTN_UNICAST && r.gateway.is_none() && r.oif.is_some())
+            .filter_map(|r| r.dst.map(|d| (d, r.dst_len))),
+    );
+    nets
+}
+
+fn describe(route: &RouteFact, ns: &Namespace) -> String {
+    let mut text = route.prefix();
+    if let Some(gw) = route.gateway {
+        text.push_str(&format!(" via {gw}"));
+    }
+    if let Some(dev) = route.oif.and_then(|i| ns.link(i)) {
+        text.push_str(&format!(" dev {}", dev.ifname));
+    }
+    text
+}
+
+pub fn lo_down(survey: &Survey) -> Vec<Finding> {
+    readable(survey)
+        .filter_map(|(m, ns)| {
+            let lo = ns.link_named("lo")?;
+            (!is_up(lo)).then(|| {
+                finding(
+                    "lo-down",
+                    Severity::Error,
+                    &m.name,
+                    "lo",
+                    "loopback is down: services inside cannot reach each other on 127.0.0.1".into(),
+                    format!("machnet link set {} lo up", m.name),
+                )
+            })
+        })
+        .collect()
+}
+
+pub fn no_default_route(survey: &Survey) -> Vec<Finding> {
+    readable(survey)
+        .filter(|(_, ns)| {
+            // A machine with no routable address is cut off by design, not by mistake.
+            ns.links
+                .iter()
+                .filter(|l| l.ifname != "lo")
+                .flat_map(addresses)
+                .any(|(a, _)| is_routable(a))
+        })
+        .filter(|(_, ns)| !ns.routes.iter().any(RouteFact::is_default))
+        .map(|(m, ns)| {
+            let gateway = host_side_gateway(survey, m, ns);
+            finding(
+                "no-default-route",
+                Severity::Warning,
+                &m.name,
+                "default",
+                "no default route: only directly connected subnets are reachable".into(),
+                match gateway {
+                    Some((gw, dev)) => {
+                        format!("machnet route add {} default via {gw} dev {dev}", m.name)
+                    }
+                    None => format!("machnet route add {} default via GATEWAY", m.name),
+                },
+            )
+        })
+        .collect()
+}
+
+/// A gateway to suggest: the host end of the machine's veth, when it has an IPv4 address
+/// on the machine's subnet.
+fn host_side_gateway(survey: &Survey, m: &MachineView, ns: &Namespace) -> Option<(IpAddr, String)> {
+    ns.links.iter().find_map(|link| {
+        let peer = host_peer(survey, m, link)?;
+        let ours: Vec<(IpAddr, u8)> = addresses(link).filter(|(a, _)| a.is_ipv4()).collect();
+        addresses(peer)
+            .find(|(p, _)| ours.iter().any(|(a, len)| prefix_contains(*a, *len, *p)))
+            .map(|(p, _)| (p, link.ifname.clone()))
+    })
+}
+
+pub fn gateway_unreachable(survey: &Survey) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for (m, ns) in readable(survey) {
+        let nets = connected(ns);
+        for route in &ns.routes {
+            let Some(gw) = route.gateway else { continue };
+            let link_local = matches!(gw, IpAddr::V6(a) if (a.segments()[0] & 0xffc0) == 0xfe80);
+            if route.onlink || link_local || nets.iter().any(|(n, l)| prefix_contains(*n, *l, gw)) {
+                continue;
+            }
+            out.push(finding(
+                "gateway-unreachable",
+                Severity::Error,
+                &m.name,
+                route.prefix(),
+                format!(
+                    "route {} has gateway {gw}, which is on no connected subnet (and the route \
+                     is not onlink): traffic for it goes nowhere",
+                    describe(route, ns)
+                ),
+                format!(
+                    "add an address on {gw}'s subnet, or replace the route: machnet route replace {} {} onlink",
+                    m.name,
+                    describe(route, ns)
+                ),
+            ));
+        }
+    }
+    out
+}
+
+pub fn route_via_down_link(survey: &Survey) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for (m, ns) in readable(survey) {
+        for route in &ns.routes {
+            let Some(link) = route.oif.and_then(|i| ns.link(i)) else {
+                continue;
+            };
+            if is_up(link) && !route.linkdown {
+                continue;
+            }
+            let why = if is_up(link) {
+                "has no carrier"
+            } else {
+                "is down"
+            };
+            out.push(finding(
+                "route-via-down-link",
+                Severity::Warning,
+                &m.name,
+                route.prefix(),
+                format!(
+                    "route {} leaves through {}, which {why}",
+                    describe(route, ns),
+                    link.ifname
+                ),
+                if is_up(link) {
+                    format!(
+                        "check what {} is connected to (its other end is down or gone)",
+                        link.ifname
+                    )
+                } else {
+                    format!("machnet link set {} {} up", m.name, link.ifname)
+                },
+            ));
+        }
+    }
+    out
+}
+
+pub fn shares_host_netns(survey: &Survey) -> Vec<Finding> {
+    survey
+        .machines
+        .iter()
+        .filter(|m| m.isolation == Some(crate::netns::Isolation::SharesHost))
+        .map(|m| {
+            finding(
+                "shares-host-netns",
+                Severity::Warning,
+                &m.name,
+                "netns",
+                "the machine uses the host's network namespace: it has no network isolation \
+                 and sees (and can change) the host's interfaces and routes"
+                    .into(),
+                "give it a namespace of its own (systemd-nspawn --network-veth; NixOS: \
+                 containers.<name>.privateNetwork = true)"
+                    .into(),
+            )
+        })
+        .collect()
+}
+
+pub fn stale_machine(survey: &Survey) -> Vec<Finding> {
+    survey
+        .machines
+        .iter()
+        .filter_map(|m| match &m.state {
+            MachineState::Stale(_) => Some(finding(
+                "stale-machine",
+                Severity::Error,
+                &m.name,
+                "leader",
+                format!(
+                    "machined lists the machine, but its leader (PID {}) is gone",
+                    m.leader
+                ),
+                format!("machinectl terminate {}", m.name),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The host end of a machine's veth: a host link pointing at it whose peer it points at.
+fn host_peer<'a>(survey: &'a Survey, m: &MachineView, link: &Link) -> Option<&'a Link> {
+    let nsid = m.host_nsid?;
+    link.detail.link_netnsid?;
+    survey.host.links.iter().find(|h| {
+        h.detail.link_netnsid == Some(nsid)
+            && h.detail.link == Some(link.ifindex)
+            && link.detail.link == Some(h.ifindex)
+    })
+}
+
+/// Veths of readable machines whose other end lives in another namespace.
+fn veths(survey: &Survey) -> impl Iterator<Item = (&MachineView, &Link)> {
+    readable(survey).flat_map(|(m, ns)| {
+        ns.links
+            .iter()
+            .filter(|l| l.detail.link_netnsid.is_some() && l.detail.kind.as_deref() == Some("veth"))
+            .map(move |l| (m, l))
+    })
+}
+
+pub fn veth_peer_down(survey: &Survey) -> Vec<Finding> {
+    veths(survey)
+        .filter_map(|(m, link)| {
+            let peer = host_peer(survey, m, link)?;
+            (!is_up(peer)).then(|| {
+                finding(
+                    "veth-peer-down",
+                    Severity::Error,
+                    &m.name,
+                    link.ifname.clone(),
+                    format!(
+                        "the host end of {} ({} on the host) is down: the machine is cut off",
+                        link.ifname, peer.ifname
+                    ),
+                    format!("ip link set {} up", peer.ifname),
+                )
+            })
+        })
+        .collect()
+}
+
+pub fn veth_peer_missing(survey: &Survey) -> Vec<Finding> {
+    let bridge_name = |index: u32| {
+        survey
+            .host
+            .link(index)
+            .map_or_else(|| format!("ifindex {index}"), |b| b.ifname.clone())
+    };
+    // Which bridge each machine's host ends sit on.
+    let placed: Vec<(&MachineView, &Link, Option<&Link>)> = veths(survey)
+        .map(|(m, link)| (m, link, host_peer(survey, m, link)))
+        .collect();
+    let mut out = Vec::new();
+    for (m, link, peer) in &placed {
+        let Some(peer) = peer else {
+            out.push(finding(
+                "veth-peer-missing",
+                Severity::Error,
+                &m.name,
+                link.ifname.clone(),
+                format!(
+                    "{}'s other end is not in the host namespace (gone, or moved elsewhere)",
+                    link.ifname
+                ),
+                format!(
+                    "restart the machine to recreate its link (machinectl reboot {})",
+                    m.name
+                ),
+            ));
+            continue;
+        };
+        // The bridge most other machines' host ends use.
+        let mut counts: BTreeMap<u32, usize> = BTreeMap::new();
+        for (other, _, other_peer) in &placed {
+            if other.name != m.name {
+                if let Some(master) = other_peer.and_then(|p| p.detail.master) {
+                    *counts.entry(master).or_default() += 1;
+                }
+            }
+        }
+        let Some((&usual, &users)) = counts.iter().max_by_key(|(_, n)| **n) else {
+            continue;
+        };
+        if peer.detail.master != Some(usual) {
+            out.push(finding(
+                "veth-peer-missing",
+                Severity::Warning,
+                &m.name,
+                link.ifname.clone(),
+                format!(
+                    "the host end of {} ({}) is not on bridge {}, which {users} other machine{} use",
+                    link.ifname,
+                    peer.ifname,
+                    bridge_name(usual),
+                    if users == 1 { "" } else { "s" }
+                ),
+                format!("ip link set {} master {}", peer.ifname, bridge_name(usual)),
+            ));
+        }
+    }
+    out
+}
+
+/// Machines whose default route's gateway is an address of the host, by family.
+fn routing_through_host(survey: &Survey, ipv4: bool) -> Vec<&MachineView> {
+    let host_addrs: Vec<IpAddr> = survey
+        .host
+        .links
+        .iter()
+        .flat_map(addresses)
+        .map(|(a, _)| a)
+        .collect();
+    readable(survey)
+        .filter(|(_, ns)| {
+            ns.routes.iter().any(|r| {
+                r.is_default()
+                    && (r.family == AF_INET) == ipv4
+                    && r.gateway.is_some_and(|g| host_addrs.contains(&g))
+            })
+        })
+        .map(|(m, _)| m)
+        .collect()
+}
+
+pub fn host_forwarding_off(survey: &Survey) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for (ipv4, enabled, sysctl) in [
+        (true, survey.forwarding.ipv4, "net.ipv4.ip_forward"),
+        (
+            false,
+            survey.forwarding.ipv6,
+            "net.ipv6.conf.all.forwarding",
+        ),
+    ] {
+        if enabled != Some(false) {
+            continue;
+        }
+        let machines: Vec<&str> = routing_through_host(survey, ipv4)
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect();
+        if machines.is_empty() {
+            continue;
+        }
+        out.push(finding(
+            "host-forwarding-off",
+            Severity::Error,
+            ".host",
+            sysctl,
+            format!(
+                "{} route{} through the host, but {sysctl} is 0: their traffic stops at the host",
+                machines.join(", "),
+                if machines.len() == 1 { "s" } else { "" }
+            ),
+            format!("sysctl -w {sysctl}=1 (NixOS: boot.kernel.sysctl.\"{sysctl}\" = 1)"),
+        ));
+    }
+    out
+}
+
+pub fn nat_missing(survey: &Survey) -> Vec<Finding> {
+    let Some(rules) = &survey.masquerade else {
+        return Vec::new();
+    };
+    // Beyond the host: only if the host itself has somewhere to send traffic.
+    let host_reaches_out = survey
+        .host
+        .routes
+        .iter()
+        .any(|r| r.is_default() && r.family == AF_INET);
+    if !host_reaches_out {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for m in routing_through_host(survey, true) {
+        let Some(ns) = &m.net else { continue };
+        for (addr, _) in ns.links.iter().flat_map(addresses) {
+            if !addr.is_ipv4() || !is_private(addr) {
+                continue;
+            }
+            let covered = rules.iter().any(|r| match r.source {
+                None => true,
+                Some((net, len)) => prefix_contains(net, len, addr),
+            });
+            if !covered {
+                out.push(finding(
+                    "nat-missing",
+                    Severity::Warning,
+                    &m.name,
+                    addr.to_string(),
+                    format!(
+                        "{addr} is a private address routed out through the host, and no \
+                         masquerade rule on the host covers it: replies cannot come back"
+                    ),
+                    format!(
+                        "nft add rule ip nat postrouting ip saddr {addr} masquerade (NixOS: \
+                         networking.nat.internalInterfaces)"
+                    ),
+                ));
+            }
+        }
+    }
+    out
+}
+
+pub fn duplicate_address(survey: &Survey) -> Vec<Finding> {
+    // address → [(namespace, interface)]
+    let mut seen: HashMap<IpAddr, Vec<(&str, &str)>> = HashMap::new();
+    let namespaces = std::iter::once((".host", &survey.host))
+        .chain(readable(survey).map(|(m, ns)| (m.name.as_str(), ns)));
+    for (name, ns) in namespaces {
+        for link in &ns.links {
+            for (addr, _) in addresses(link) {
+                if is_routable(addr) {
+                    seen.entry(addr).or_default().push((name, &link.ifname));
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (addr, owners) in seen {
+        let mut spaces: Vec<&str> = owners.iter().map(|(n, _)| *n).collect();
+        spaces.sort_unstable();
+        spaces.dedup();
+        if spaces.len() < 2 {
+            continue;
+        }
+        for (name, dev) in &owners {
+            let others: Vec<String> = owners
+                .iter()
+                .filter(|(n, _)| n != name)
+                .map(|(n, d)| format!("{n} ({d})"))
+                .collect();
+            out.push(finding(
+                "duplicate-address",
+                Severity::Error,
+                name,
+                addr.to_string(),
+                format!(
+                    "{addr} on {dev} is also on {}: replies go to whichever answers first",
+                    others.join(", ")
+                ),
+                format!(
+                    "give one of them another address: machnet addr del {name} {addr} dev {dev}"
+                ),
+            ));
+        }
+    }
+    out
+}
+
+/// The L2 segment a machine's link is on, as seen from the host: the bridge its host end
+/// is enslaved to, or the host end itself for a plain veth pair, or the link itself.
+fn segment(survey: &Survey, m: &MachineView, link: &Link) -> String {
+    match host_peer(survey, m, link) {
+        Some(peer) => match peer.detail.master {
+            Some(bridge) => format!(
+                "bridge {}",
+                survey.host.link(bridge).map_or("?", |b| &b.ifname)
+            ),
+            None => format!("veth {}", peer.ifname),
+        },
+        None => format!("{} in {}", link.ifname, m.name),
+    }
+}
+
+pub fn overlapping_subnet(survey: &Survey) -> Vec<Finding> {
+    struct Net<'a> {
+        machine: &'a str,
+        dev: &'a str,
+        net: IpAddr,
+        len: u8,
+        segment: String,
+    }
+    let nets: Vec<Net> = readable(survey)
+        .flat_map(|(m, ns)| {
+            ns.links.iter().flat_map(move |link| {
+                addresses(link)
+                    .filter(|(a, _)| is_routable(*a))
+                    .map(move |(net, len)| Net {
+                        machine: &m.name,
+                        dev: &link.ifname,
+                        net,
+                        len,
+                        segment: segment(survey, m, link),
+                    })
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (i, a) in nets.iter().enumerate() {
+        for b in &nets[i + 1..] {
+            let overlap = prefix_contains(a.net, a.len.min(b.len), b.net);
+            if a.machine == b.machine || !overlap || a.segment == b.segment {
+                continue;
+            }
+            out.push(finding(
+                "overlapping-subnet",
+                Severity::Warning,
+                a.machine,
+                format!("{}/{}", a.net, a.len),
+                format!(
+                    "{}/{} on {} ({}) overlaps {}/{} of {} on {} ({}): the host cannot route both",
+                    a.net, a.len, a.dev, a.segment, b.net, b.len, b.machine, b.dev, b.segment
+                ),
+                "renumber one of them, or put both on one bridge".to_string(),
+            ));
+        }
+    }
+    out
+}
