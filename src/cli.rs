@@ -69,6 +69,10 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Check every machine's network (and the host side of it) for common faults.
     Audit(AuditArgs),
+    /// Which namespace (host, machine, named netns) owns an address or reaches it directly.
+    Whois(WhoisArgs),
+    /// The host and its machines as a graph: interfaces, veth pairs, bridges, addresses.
+    Topology(TopologyArgs),
     /// Run a host command inside a machine's network namespace (like `nsenter -n`).
     Exec(ExecArgs),
     /// Generate man pages or shell completions from these definitions.
@@ -145,6 +149,36 @@ pub struct GetArgs {
         allow_hyphen_values = true
     )]
     pub words: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct WhoisArgs {
+    /// An address (`192.168.2.1`) or a prefix (`10.77.0.0/16`).
+    #[arg(value_name = "ADDR|PREFIX")]
+    pub address: String,
+
+    /// Print JSON (an array of answers).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TopologyArgs {
+    /// Machines to include (default: all).
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+
+    /// Output: text, json, dot (Graphviz: `| dot -Tsvg > net.svg`) or mermaid.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: TopologyFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TopologyFormat {
+    Text,
+    Json,
+    Dot,
+    Mermaid,
 }
 
 #[derive(Debug, Args)]

@@ -23,3 +23,5 @@ pub mod routeset;
 pub mod sockets;
 pub mod survey;
 pub mod target;
+pub mod topology;
+pub mod whois;

@@ -304,3 +304,34 @@ fn read_forwarding() -> Forwarding {
         ipv6: read("/proc/sys/net/ipv6/conf/all/forwarding"),
     }
 }
+
+/// Namespaces named under /run/netns (`ip netns add`) that are neither the host's nor a
+/// machine's, read as `netns:NAME`. Unreadable ones are skipped: they are extras.
+pub fn named_namespaces(survey: &Survey) -> Vec<(String, Namespace)> {
+    let mut known: Vec<u64> = survey
+        .machines
+        .iter()
+        .filter_map(|m| m.netns_inode)
+        .collect();
+    known.extend(crate::netns::host_netns_inodes());
+    let Ok(entries) = std::fs::read_dir("/run/netns") else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let ns = crate::netns::pin_named(&name).ok()?;
+            if known.contains(&ns.inode) {
+                return None;
+            }
+            known.push(ns.inode);
+            let mut sock = ns.open_netlink().ok()?;
+            Some((format!("netns:{name}"), read_namespace(&mut sock).ok()?))
+        })
+        .collect()
+}

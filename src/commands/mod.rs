@@ -10,6 +10,8 @@ pub mod list;
 pub mod route;
 pub mod routes;
 pub mod sockets;
+pub mod topology;
+pub mod whois;
 
 use crate::error::Result;
 use crate::machined::Machined;
