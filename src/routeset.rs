@@ -171,6 +171,25 @@ impl RouteSet {
 }
 
 #[cfg(test)]
+impl DeclaredRoute {
+    /// A route to `destination` with nothing else given.
+    fn to(destination: &str) -> DeclaredRoute {
+        DeclaredRoute {
+            destination: destination.into(),
+            gateway: None,
+            dev: None,
+            metric: None,
+            table: None,
+            kind: None,
+            src: None,
+            mtu: None,
+            onlink: None,
+            proto: None,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -233,19 +252,20 @@ mod tests {
     }
 
     #[test]
-    fn words_cannot_smuggle_extra_route_syntax() {
+    fn proto_machnet_needs_no_rt_protos_file() {
         let route = DeclaredRoute {
-            destination: "10.0.0.0/8 via 1.2.3.4".into(),
-            gateway: None,
-            dev: None,
-            metric: None,
-            table: None,
-            kind: None,
-            src: None,
-            mtu: None,
-            onlink: None,
-            proto: None,
+            proto: Some(NumberOrName::Name("machnet".into())),
+            ..DeclaredRoute::to("192.0.2.0/24")
         };
+        assert_eq!(
+            route.to_spec(&Names::builtin()).unwrap().protocol,
+            Some(109)
+        );
+    }
+
+    #[test]
+    fn words_cannot_smuggle_extra_route_syntax() {
+        let route = DeclaredRoute::to("10.0.0.0/8 via 1.2.3.4");
         assert!(route.to_spec(&Names::builtin()).is_err());
     }
 }

@@ -15,7 +15,7 @@ use crate::route::request::{encode, Edit};
 use crate::route::spec;
 
 /// The routing protocol machnet's routes carry unless told otherwise (`proto machnet`).
-pub const MACHNET_PROTOCOL: u8 = 109;
+pub use crate::route::names::MACHNET_PROTOCOL;
 
 pub async fn run(action: RouteAction) -> Result<i32> {
     let (edit, args) = match action {

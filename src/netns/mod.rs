@@ -335,7 +335,9 @@ pub fn require_privileges() -> Result<()> {
         return Ok(());
     }
     Err(Error::Permission(format!(
-        "machnet lacks {} (needed to enter another network namespace); run it as root",
+        "machnet lacks {} (needed to enter another network namespace); run it as root, or \
+         grant it CAP_SYS_ADMIN and CAP_SYS_PTRACE (a systemd unit's CapabilityBoundingSet \
+         needs both)",
         missing.join(" and ")
     )))
 }

@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 /// iproute2 releases use.
 const CONFIG_DIRS: [&str; 3] = ["/etc/iproute2", "/usr/lib/iproute2", "/usr/share/iproute2"];
 
+/// The routing protocol number machnet's routes carry unless told otherwise.
+pub const MACHNET_PROTOCOL: u8 = 109;
+
 #[derive(Debug, Clone)]
 pub struct Names {
     protocols: Vec<Option<String>>,
@@ -133,8 +136,13 @@ impl Names {
     }
 
     /// A protocol by name (rt_protos) or number, as `ip route add ... proto X` takes it.
+    /// `machnet` is understood even where no rt_protos.d file names it (the file makes
+    /// `ip` print the name; input needs no file), unless a file gives the name away.
     pub fn protocol_id(&self, text: &str) -> Option<u8> {
-        lookup_slot(&self.protocols, text)
+        lookup_slot(&self.protocols, text).or(match text {
+            "machnet" => Some(MACHNET_PROTOCOL),
+            _ => None,
+        })
     }
 
     pub fn scope_id(&self, text: &str) -> Option<u8> {
