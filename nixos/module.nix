@@ -163,6 +163,91 @@ let
   # instead of failing earlier on a store path or unit name.
   machines = lib.filterAttrs (name: _: validName name) cfg.machines;
 
+  # Shared by the route units and the audit: what machnet needs, and no more.
+  hardening = {
+    # Runs as root, so no AmbientCapabilities; the bounding set caps what root keeps.
+    # CAP_SYS_ADMIN: setns(2) into the machine's network namespace.
+    # CAP_NET_ADMIN: adding and deleting routes there.
+    # CAP_SYS_PTRACE: opening /proc/<leader>/ns/net is a ptrace read-access check,
+    # which root passes without this capability only if its capabilities are a
+    # superset of the leader's and both share a user namespace. Cut down to this
+    # set, ours never cover a container init's, and a user-namespaced machine
+    # (PrivateUsers, privateUsers = "pick") fails the second test anyway; so
+    # without it the open fails with EACCES. ptrace(2), pidfd_getfd(2) and
+    # process_vm_*(2) stay blocked by SystemCallFilter below.
+    CapabilityBoundingSet = [
+      "CAP_SYS_ADMIN"
+      "CAP_NET_ADMIN"
+      "CAP_SYS_PTRACE"
+    ];
+    NoNewPrivileges = true;
+    # setns with an explicit CLONE_NEWNET is all machnet needs; systemd's filter
+    # refuses setns(fd, 0), which machnet never calls.
+    RestrictNamespaces = "net";
+    # AF_UNIX for the system bus (systemd-machined), AF_NETLINK for routes.
+    RestrictAddressFamilies = [
+      "AF_UNIX"
+      "AF_NETLINK"
+      "AF_INET"
+      "AF_INET6"
+    ];
+    # machnet sends no IP traffic of its own.
+    IPAddressDeny = "any";
+    SystemCallArchitectures = "native";
+    # @system-service includes @process, which has setns and pidfd_open.
+    SystemCallFilter = [
+      "@system-service"
+      "~@privileged"
+      "~@resources"
+      "~process_vm_readv process_vm_writev"
+    ];
+    SystemCallErrorNumber = "EPERM";
+    # Not ProtectProc = "invisible", PrivatePIDs, PrivateUsers or PrivateNetwork:
+    # machnet must see the machine's leader in /proc, read its ns/net and cgroup
+    # files, and act from the host's namespaces. Not ProcSubset = "pid" either:
+    # machnet reads /proc/sys/net too.
+    PrivateMounts = true;
+    ProtectSystem = "strict";
+    ProtectHome = true;
+    PrivateTmp = true;
+    PrivateDevices = true;
+    ProtectClock = true;
+    ProtectHostname = true;
+    ProtectKernelLogs = true;
+    ProtectKernelModules = true;
+    ProtectKernelTunables = true;
+    # Read-only cgroupfs is enough: machnet only reads /proc/<pid>/cgroup.
+    ProtectControlGroups = true;
+    LockPersonality = true;
+    MemoryDenyWriteExecute = true;
+    RestrictRealtime = true;
+    RestrictSUIDSGID = true;
+    UMask = "0077";
+  };
+
+  auditCommand = lib.escapeShellArgs ([ "${cfg.package}/bin/machnet" "audit" ]
+    ++ lib.concatMap (rule: [ "--skip" rule ]) cfg.audit.skipRules);
+
+  # audit exits 11 (worst finding a warning) or 12 (an error): findings, not a
+  # failure of the unit. The Prometheus file is replaced in one rename, so the
+  # textfile collector never reads half of it.
+  auditScript = pkgs.writeShellScript "machnet-audit" (
+    if cfg.audit.textfileDirectory == null then ''
+      ${auditCommand}
+    '' else ''
+      set -o pipefail
+      out=${lib.escapeShellArg cfg.audit.textfileDirectory}/machnet.prom
+      rc=0
+      ${auditCommand} --prometheus > "$out.$$" || rc=$?
+      if [ "$rc" -eq 0 ] || [ "$rc" -eq 11 ] || [ "$rc" -eq 12 ]; then
+        mv "$out.$$" "$out"
+      else
+        rm -f "$out.$$"
+      fi
+      exit "$rc"
+    ''
+  );
+
   routesService = name: machine: lib.nameValuePair "machnet-routes-${name}" {
     description = "machnet routes of machine ${name}";
     documentation = [ "man:machnet-apply(1)" ];
@@ -182,66 +267,7 @@ let
       RuntimeDirectory = "machnet";
       RuntimeDirectoryMode = "0700";
       RuntimeDirectoryPreserve = "yes";
-
-      # Runs as root, so no AmbientCapabilities; the bounding set caps what root keeps.
-      # CAP_SYS_ADMIN: setns(2) into the machine's network namespace.
-      # CAP_NET_ADMIN: adding and deleting routes there.
-      # CAP_SYS_PTRACE: opening /proc/<leader>/ns/net is a ptrace read-access check,
-      # which root passes without this capability only if its capabilities are a
-      # superset of the leader's and both share a user namespace. Cut down to this
-      # set, ours never cover a container init's, and a user-namespaced machine
-      # (PrivateUsers, privateUsers = "pick") fails the second test anyway; so
-      # without it the open fails with EACCES. ptrace(2), pidfd_getfd(2) and
-      # process_vm_*(2) stay blocked by SystemCallFilter below.
-      CapabilityBoundingSet = [
-        "CAP_SYS_ADMIN"
-        "CAP_NET_ADMIN"
-        "CAP_SYS_PTRACE"
-      ];
-      NoNewPrivileges = true;
-      # setns with an explicit CLONE_NEWNET is all machnet needs; systemd's filter
-      # refuses setns(fd, 0), which machnet never calls.
-      RestrictNamespaces = "net";
-      # AF_UNIX for the system bus (systemd-machined), AF_NETLINK for routes.
-      RestrictAddressFamilies = [
-        "AF_UNIX"
-        "AF_NETLINK"
-        "AF_INET"
-        "AF_INET6"
-      ];
-      # machnet sends no IP traffic of its own.
-      IPAddressDeny = "any";
-      SystemCallArchitectures = "native";
-      # @system-service includes @process, which has setns and pidfd_open.
-      SystemCallFilter = [
-        "@system-service"
-        "~@privileged"
-        "~@resources"
-        "~process_vm_readv process_vm_writev"
-      ];
-      SystemCallErrorNumber = "EPERM";
-      # Not ProtectProc = "invisible", PrivatePIDs, PrivateUsers or PrivateNetwork:
-      # machnet must see the machine's leader in /proc, read its ns/net and cgroup
-      # files, and act from the host's namespaces. Not ProcSubset = "pid" either:
-      # machnet reads /proc/sys/net too.
-      PrivateMounts = true;
-      ProtectSystem = "strict";
-      ProtectHome = true;
-      PrivateTmp = true;
-      PrivateDevices = true;
-      ProtectClock = true;
-      ProtectHostname = true;
-      ProtectKernelLogs = true;
-      ProtectKernelModules = true;
-      ProtectKernelTunables = true;
-      # Read-only cgroupfs is enough: machnet only reads /proc/<pid>/cgroup.
-      ProtectControlGroups = true;
-      LockPersonality = true;
-      MemoryDenyWriteExecute = true;
-      RestrictRealtime = true;
-      RestrictSUIDSGID = true;
-      UMask = "0077";
-    };
+    } // hardening;
   };
 in
 {
@@ -255,6 +281,34 @@ in
       default = pkgs.machnet or (pkgs.callPackage ./package.nix { });
       defaultText = lib.literalExpression "pkgs.machnet or (pkgs.callPackage ./package.nix { })";
       description = "The machnet package to use.";
+    };
+
+    audit = {
+      enable = lib.mkEnableOption "a periodic `machnet audit` of every machine, on a timer";
+
+      interval = lib.mkOption {
+        type = lib.types.str;
+        default = "15min";
+        example = "1h";
+        description = "Time between audits (a systemd time span, for OnUnitActiveSec).";
+      };
+
+      skipRules = lib.mkOption {
+        type = lib.types.listOf lib.types.str;
+        default = [ ];
+        example = [ "shares-host-netns" ];
+        description = "Audit rules to leave out (`machnet audit --list-rules` lists them).";
+      };
+
+      textfileDirectory = lib.mkOption {
+        type = lib.types.nullOr lib.types.str;
+        default = null;
+        example = "/var/lib/prometheus-node-exporter-text-files";
+        description = ''
+          Where to write `machnet.prom` (Prometheus text format) for node_exporter's
+          textfile collector; null writes the findings to the journal only.
+        '';
+      };
     };
 
     machines = lib.mkOption {
@@ -304,6 +358,35 @@ in
       })
       machines;
 
-    systemd.services = lib.mapAttrs' routesService machines;
+    systemd.services = lib.mapAttrs' routesService machines
+      // lib.optionalAttrs cfg.audit.enable {
+      machnet-audit = {
+        description = "machnet audit of every machine's network";
+        documentation = [ "man:machnet-audit(1)" ];
+        after = [ "systemd-machined.service" ];
+        # nft, for the NAT rule
+        path = [ pkgs.nftables ];
+        serviceConfig = {
+          Type = "oneshot";
+          ExecStart = auditScript;
+          SuccessExitStatus = [ 11 12 ];
+          ReadWritePaths = lib.optional (cfg.audit.textfileDirectory != null) cfg.audit.textfileDirectory;
+        } // hardening // {
+          # machnet.prom must be readable by node_exporter's own user.
+          UMask = "0022";
+        };
+      };
+    };
+
+    systemd.timers = lib.mkIf cfg.audit.enable {
+      machnet-audit = {
+        description = "Periodic machnet audit";
+        wantedBy = [ "timers.target" ];
+        timerConfig = {
+          OnBootSec = "2min";
+          OnUnitActiveSec = cfg.audit.interval;
+        };
+      };
+    };
   };
 }
