@@ -601,3 +601,142 @@ pub fn overlapping_subnet(survey: &Survey) -> Vec<Finding> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::link::{Address, LinkDetail};
+    use crate::netns::Isolation;
+    use crate::survey::Forwarding;
+
+    fn link(ifindex: u32, name: &str, up: bool, addrs: &[&str]) -> Link {
+        Link {
+            ifindex,
+            ifname: name.into(),
+            operstate: if up { "UP" } else { "DOWN" },
+            addr_info: addrs
+                .iter()
+                .map(|a| {
+                    let (local, len) = a.split_once('/').unwrap();
+                    Address {
+                        family: if local.contains(':') { "inet6" } else { "inet" },
+                        local: local.into(),
+                        peer: None,
+                        prefixlen: len.parse().unwrap(),
+                    }
+                })
+                .collect(),
+            detail: LinkDetail {
+                flags: if up { IFF_UP } else { 0 },
+                ..LinkDetail::default()
+            },
+        }
+    }
+
+    fn route(dst: &str, gateway: Option<&str>, oif: u32, onlink: bool) -> RouteFact {
+        let (addr, len) = dst.split_once('/').unwrap();
+        RouteFact {
+            family: AF_INET,
+            dst: Some(addr.parse().unwrap()),
+            dst_len: len.parse().unwrap(),
+            gateway: gateway.map(|g| g.parse().unwrap()),
+            oif: Some(oif),
+            kind: RTN_UNICAST,
+            onlink,
+            linkdown: false,
+        }
+    }
+
+    fn machine(name: &str, links: Vec<Link>, routes: Vec<RouteFact>) -> MachineView {
+        MachineView {
+            name: name.into(),
+            leader: 1,
+            state: MachineState::Running,
+            isolation: Some(Isolation::Private),
+            netns_inode: Some(1),
+            net: Some(Namespace { links, routes }),
+            host_nsid: None,
+        }
+    }
+
+    fn survey(machines: Vec<MachineView>) -> Survey {
+        Survey {
+            host: Namespace::default(),
+            forwarding: Forwarding::default(),
+            masquerade: None,
+            machines,
+        }
+    }
+
+    #[test]
+    fn loopback_down_is_an_error_and_up_is_fine() {
+        let s = survey(vec![
+            machine("a", vec![link(1, "lo", false, &[])], vec![]),
+            machine("b", vec![link(1, "lo", true, &[])], vec![]),
+        ]);
+        let found = lo_down(&s);
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            (found[0].machine.as_str(), found[0].severity),
+            ("a", Severity::Error)
+        );
+    }
+
+    #[test]
+    fn a_gateway_is_reachable_through_an_address_a_link_route_or_onlink() {
+        let eth = link(2, "eth0", true, &["10.0.0.2/24"]);
+        let s = survey(vec![machine(
+            "m",
+            vec![eth],
+            vec![
+                route("10.1.0.0/16", Some("10.0.0.1"), 2, false), // on eth0's subnet
+                route("10.9.9.0/24", None, 2, false),             // a link route
+                route("10.2.0.0/16", Some("10.9.9.1"), 2, false), // through it
+                route("10.3.0.0/16", Some("192.0.2.1"), 2, true), // onlink
+                route("10.4.0.0/16", Some("192.0.2.1"), 2, false), // nowhere
+            ],
+        )]);
+        let found = gateway_unreachable(&s);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].subject, "10.4.0.0/16");
+    }
+
+    #[test]
+    fn one_address_in_two_namespaces_is_reported_on_each() {
+        let s = survey(vec![
+            machine("a", vec![link(2, "eth0", true, &["10.0.0.2/24"])], vec![]),
+            machine(
+                "b",
+                vec![link(2, "eth0", true, &["10.0.0.2/24", "fe80::1/64"])],
+                vec![],
+            ),
+            machine("c", vec![link(2, "eth0", true, &["fe80::1/64"])], vec![]),
+        ]);
+        let found = duplicate_address(&s);
+        let mut who: Vec<&str> = found.iter().map(|f| f.machine.as_str()).collect();
+        who.sort_unstable();
+        assert_eq!(who, ["a", "b"], "link-local addresses repeat by design");
+    }
+
+    #[test]
+    fn overlapping_subnets_on_separate_links_are_a_warning() {
+        let s = survey(vec![
+            machine("a", vec![link(2, "eth0", true, &["10.0.0.2/24"])], vec![]),
+            machine("b", vec![link(2, "eth0", true, &["10.0.0.3/16"])], vec![]),
+            machine("c", vec![link(2, "eth0", true, &["10.0.200.3/24"])], vec![]),
+        ]);
+        let found = overlapping_subnet(&s);
+        assert_eq!(found.len(), 2, "{found:?}"); // a~b and b~c; a and c are apart
+        assert!(found.iter().all(|f| f.severity == Severity::Warning));
+    }
+
+    #[test]
+    fn prefixes_contain_what_they_should() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(prefix_contains(ip("10.0.0.0"), 8, ip("10.255.1.1")));
+        assert!(!prefix_contains(ip("10.0.0.0"), 8, ip("11.0.0.1")));
+        assert!(prefix_contains(ip("0.0.0.0"), 0, ip("1.2.3.4")));
+        assert!(prefix_contains(ip("fd00::"), 8, ip("fdff::1")));
+        assert!(!prefix_contains(ip("10.0.0.0"), 8, ip("fd00::1")));
+    }
+}
