@@ -127,6 +127,21 @@ impl MachineView {
     }
 }
 
+impl Survey {
+    /// The host end of a machine's veth: a host link that points at `link` in the
+    /// machine's namespace, and that `link` points back at (a device merely stacked on
+    /// the machine's link points at it too, but is not pointed at).
+    pub fn host_peer(&self, machine: &MachineView, link: &Link) -> Option<&Link> {
+        let nsid = machine.host_nsid?;
+        link.detail.link_netnsid?;
+        self.host.links.iter().find(|h| {
+            h.detail.link_netnsid == Some(nsid)
+                && h.detail.link == Some(link.ifindex)
+                && link.detail.link == Some(h.ifindex)
+        })
+    }
+}
+
 /// Reads every machine (or those in `only`) and the host.
 pub async fn survey(machined: &Machined, only: &[String]) -> Result<Survey> {
     crate::netns::require_privileges()?;

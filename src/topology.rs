@@ -6,9 +6,8 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use crate::link::Link;
 use crate::netns::Isolation;
-use crate::survey::{MachineState, MachineView, Namespace, Survey};
+use crate::survey::{MachineState, Namespace, Survey};
 
 #[derive(Debug, Serialize)]
 pub struct Topology {
@@ -96,17 +95,6 @@ fn end(namespace: &str, interface: &str) -> End {
     }
 }
 
-/// The host end of a machine's veth (both ends point at each other).
-fn host_peer<'a>(survey: &'a Survey, m: &MachineView, link: &Link) -> Option<&'a Link> {
-    let nsid = m.host_nsid?;
-    link.detail.link_netnsid?;
-    survey.host.links.iter().find(|h| {
-        h.detail.link_netnsid == Some(nsid)
-            && h.detail.link == Some(link.ifindex)
-            && link.detail.link == Some(h.ifindex)
-    })
-}
-
 pub fn build(survey: &Survey) -> Topology {
     let mut namespaces = vec![NamespaceNode {
         name: ".host".into(),
@@ -142,7 +130,7 @@ pub fn build(survey: &Survey) -> Topology {
         });
         let Some(net) = net else { continue };
         for l in &net.links {
-            if let Some(peer) = host_peer(survey, m, l) {
+            if let Some(peer) = survey.host_peer(m, l) {
                 links.push(Edge {
                     kind: "veth",
                     a: end(&m.name, &l.ifname),

@@ -168,7 +168,7 @@ pub fn no_default_route(survey: &Survey) -> Vec<Finding> {
 /// on the machine's subnet.
 fn host_side_gateway(survey: &Survey, m: &MachineView, ns: &Namespace) -> Option<(IpAddr, String)> {
     ns.links.iter().find_map(|link| {
-        let peer = host_peer(survey, m, link)?;
+        let peer = survey.host_peer(m, link)?;
         let ours: Vec<(IpAddr, u8)> = addresses(link).filter(|(a, _)| a.is_ipv4()).collect();
         addresses(peer)
             .find(|(p, _)| ours.iter().any(|(a, len)| prefix_contains(*a, *len, *p)))
@@ -289,17 +289,6 @@ pub fn stale_machine(survey: &Survey) -> Vec<Finding> {
         .collect()
 }
 
-/// The host end of a machine's veth: a host link pointing at it whose peer it points at.
-fn host_peer<'a>(survey: &'a Survey, m: &MachineView, link: &Link) -> Option<&'a Link> {
-    let nsid = m.host_nsid?;
-    link.detail.link_netnsid?;
-    survey.host.links.iter().find(|h| {
-        h.detail.link_netnsid == Some(nsid)
-            && h.detail.link == Some(link.ifindex)
-            && link.detail.link == Some(h.ifindex)
-    })
-}
-
 /// Veths of readable machines whose other end lives in another namespace.
 fn veths(survey: &Survey) -> impl Iterator<Item = (&MachineView, &Link)> {
     readable(survey).flat_map(|(m, ns)| {
@@ -313,7 +302,7 @@ fn veths(survey: &Survey) -> impl Iterator<Item = (&MachineView, &Link)> {
 pub fn veth_peer_down(survey: &Survey) -> Vec<Finding> {
     veths(survey)
         .filter_map(|(m, link)| {
-            let peer = host_peer(survey, m, link)?;
+            let peer = survey.host_peer(m, link)?;
             (!is_up(peer)).then(|| {
                 finding(
                     "veth-peer-down",
@@ -340,7 +329,7 @@ pub fn veth_peer_missing(survey: &Survey) -> Vec<Finding> {
     };
     // Which bridge each machine's host ends sit on.
     let placed: Vec<(&MachineView, &Link, Option<&Link>)> = veths(survey)
-        .map(|(m, link)| (m, link, host_peer(survey, m, link)))
+        .map(|(m, link)| (m, link, survey.host_peer(m, link)))
         .collect();
     let mut out = Vec::new();
     for (m, link, peer) in &placed {
@@ -544,7 +533,7 @@ pub fn duplicate_address(survey: &Survey) -> Vec<Finding> {
 /// The L2 segment a machine's link is on, as seen from the host: the bridge its host end
 /// is enslaved to, or the host end itself for a plain veth pair, or the link itself.
 fn segment(survey: &Survey, m: &MachineView, link: &Link) -> String {
-    match host_peer(survey, m, link) {
+    match survey.host_peer(m, link) {
         Some(peer) => match peer.detail.master {
             Some(bridge) => format!(
                 "bridge {}",
