@@ -517,7 +517,10 @@ fn wait_bounds_the_wait_for_a_machine_and_its_devices() {
     let mut register = Command::new(script);
     register.arg("late");
     let leader: i32 = ok(run(register), "late-machine").trim().parse().unwrap();
-    let _leader = KillPidOnDrop(leader);
+    let _leader = common::MachineLeader {
+        pid: leader,
+        machine: Some("late".into()),
+    };
     let out = waiting.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let mut ip = Command::new("nsenter");
@@ -532,16 +535,6 @@ fn wait_bounds_the_wait_for_a_machine_and_its_devices() {
         "109",
     ]);
     assert_eq!(ok(run(ip), "ip in late"), "blackhole 192.0.2.0/24 \n");
-}
-
-/// Ends a process this test started, by PID.
-struct KillPidOnDrop(i32);
-
-impl Drop for KillPidOnDrop {
-    fn drop(&mut self) {
-        // SAFETY: a plain kill(2) of the process this test made.
-        unsafe { libc::kill(self.0, libc::SIGKILL) };
-    }
 }
 
 #[test]

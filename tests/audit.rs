@@ -353,9 +353,10 @@ fn prometheus_output_parses_and_counts_the_findings() {
     assert!(count("machnet_audit_machines").len() == 1);
     let stale = count("machnet_audit_finding")
         .into_iter()
-        .find(|s| s.labels.get("rule") == Some("stale-machine"))
+        .find(|s| s.labels.get("machine") == Some("stale"))
         .expect("the stale machine's series");
-    assert_eq!(stale.labels.get("machine"), Some("stale"));
+    assert_eq!(stale.labels.get("rule"), Some("stale-machine"));
+    assert_eq!(stale.labels.get("severity"), Some("error"));
 }
 
 #[test]

@@ -42,7 +42,10 @@ fn stale_machine_whose_pid_was_reused_is_refused() {
     make.arg("reused");
     let made = ok(run(make), "reused-pid-machine");
     let pid: i32 = made.trim().parse().expect("the reused PID");
-    let _impostor = KillPidOnDrop(pid);
+    let _impostor = common::MachineLeader {
+        pid,
+        machine: Some("reused".into()),
+    };
     // The impostor is alive under the machine's registered Leader PID.
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
 
@@ -61,16 +64,6 @@ fn stale_machine_whose_pid_was_reused_is_refused() {
         "exec into a reused PID",
     );
     let _ = bed;
-}
-
-/// Ends a process this test started, by PID.
-struct KillPidOnDrop(i32);
-
-impl Drop for KillPidOnDrop {
-    fn drop(&mut self) {
-        // SAFETY: a plain kill(2) of the process this test made.
-        unsafe { libc::kill(self.0, libc::SIGKILL) };
-    }
 }
 
 #[test]

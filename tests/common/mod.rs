@@ -181,3 +181,32 @@ pub fn split_expires(line: &str) -> (String, Option<u64>) {
         None => (line.to_string(), None),
     }
 }
+
+/// Ends a process a test started, by PID, and unregisters the machine it led (if any)
+/// from machined, so no stale machine outlives the test that made it.
+pub struct MachineLeader {
+    pub pid: i32,
+    pub machine: Option<String>,
+}
+
+impl Drop for MachineLeader {
+    fn drop(&mut self) {
+        // SAFETY: a plain kill(2) of the process this test made.
+        unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        if let Some(name) = &self.machine {
+            let mut unregister = Command::new("busctl");
+            unregister.args([
+                "--system",
+                "--timeout=5",
+                "call",
+                "org.freedesktop.machine1",
+                "/org/freedesktop/machine1",
+                "org.freedesktop.machine1.Manager",
+                "UnregisterMachine",
+                "s",
+                name,
+            ]);
+            let _ = unregister.stdin(Stdio::null()).output();
+        }
+    }
+}
