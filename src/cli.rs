@@ -73,6 +73,8 @@ pub enum Command {
     Whois(WhoisArgs),
     /// The host and its machines as a graph: interfaces, veth pairs, bridges, addresses.
     Topology(TopologyArgs),
+    /// Stream route, address and link changes of every machine, as `ip monitor` prints them.
+    Watch(WatchArgs),
     /// Run a host command inside a machine's network namespace (like `nsenter -n`).
     Exec(ExecArgs),
     /// Generate man pages or shell completions from these definitions.
@@ -149,6 +151,22 @@ pub struct GetArgs {
         allow_hyphen_values = true
     )]
     pub words: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Machines to watch (default: every machine, including those registered later).
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+
+    /// Print one JSON object a line (time, machine, kind, action, object in `ip -j` shape).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Put declared routes back when they vanish (an apply file), at most 3 times a minute
+    /// per machine; past that machnet reports the fight and stops re-applying for a minute.
+    #[arg(long, value_name = "FILE")]
+    pub reapply: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -24,4 +24,5 @@ pub mod sockets;
 pub mod survey;
 pub mod target;
 pub mod topology;
+pub mod watch;
 pub mod whois;

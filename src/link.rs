@@ -18,6 +18,7 @@ const RTM_NEWADDR: u16 = 20;
 const RTM_GETADDR: u16 = 22;
 const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
+const IFLA_MTU: u16 = 4;
 const IFLA_LINK: u16 = 5;
 const IFLA_MASTER: u16 = 10;
 const IFLA_LINK_NETNSID: u16 = 37;
@@ -108,6 +109,7 @@ pub struct LinkDetail {
     pub master: Option<u32>,
     /// IFLA_INFO_KIND: "veth", "bridge", "dummy", … (None for physical devices and lo).
     pub kind: Option<String>,
+    pub mtu: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -189,7 +191,7 @@ fn malformed(what: &str, why: impl std::fmt::Display) -> Error {
     ))
 }
 
-fn parse_link(payload: &[u8]) -> Result<Link> {
+pub(crate) fn parse_link(payload: &[u8]) -> Result<Link> {
     if payload.len() < IFINFOMSG_LEN {
         return Err(malformed("link", "short ifinfomsg"));
     }
@@ -218,6 +220,7 @@ fn parse_link(payload: &[u8]) -> Result<Link> {
             }
             IFLA_ADDRESS => detail.address = Some(attr.payload.to_vec()),
             IFLA_LINK => detail.link = Some(attr.u32().map_err(bad)?),
+            IFLA_MTU => detail.mtu = Some(attr.u32().map_err(bad)?),
             IFLA_LINK_NETNSID => detail.link_netnsid = Some(attr.u32().map_err(bad)? as i32),
             IFLA_MASTER => detail.master = Some(attr.u32().map_err(bad)?),
             IFLA_LINKINFO => {

@@ -46,6 +46,14 @@ pub trait Manager {
 
     /// The object path of one machine; fails with NoSuchMachine.
     fn get_machine(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+
+    /// A machine was registered (`watch` follows machines as they come).
+    #[zbus(signal)]
+    fn machine_new(&self, machine: String, path: OwnedObjectPath) -> zbus::Result<()>;
+
+    /// A machine was unregistered.
+    #[zbus(signal)]
+    fn machine_removed(&self, machine: String, path: OwnedObjectPath) -> zbus::Result<()>;
 }
 
 /// What machined says about one machine.
@@ -67,7 +75,37 @@ pub struct Machined {
     manager: ManagerProxy<'static>,
 }
 
+/// A machine coming or going, from machined's signals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MachineEvent {
+    New(String),
+    Removed(String),
+}
+
 impl Machined {
+    /// Subscribes to MachineNew and MachineRemoved. The match rules are in place when this
+    /// returns, so a machine registered afterwards is never missed: subscribe, then list.
+    pub async fn machine_events(
+        &self,
+    ) -> Result<impl futures_util::Stream<Item = MachineEvent> + Unpin + use<>> {
+        use futures_util::StreamExt;
+        let new = timed_raw(self.manager.receive_machine_new())
+            .await
+            .map_err(|e| e.into_error("subscribing to MachineNew"))?;
+        let removed = timed_raw(self.manager.receive_machine_removed())
+            .await
+            .map_err(|e| e.into_error("subscribing to MachineRemoved"))?;
+        let new = new.filter_map(|s| async move {
+            s.args().ok().map(|a| MachineEvent::New(a.machine().clone()))
+        });
+        let removed = removed.filter_map(|s| async move {
+            s.args()
+                .ok()
+                .map(|a| MachineEvent::Removed(a.machine().clone()))
+        });
+        Ok(Box::pin(futures_util::stream::select(new, removed)))
+    }
+
     pub async fn connect() -> Result<Machined> {
         let connection = timed("connecting to the system bus", Connection::system()).await?;
         let manager = ManagerProxy::new(&connection)

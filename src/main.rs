@@ -69,6 +69,7 @@ fn run(cli: Cli) -> Result<i32> {
             Command::List(args) => commands::list::run(args).await,
             Command::Routes(args) => commands::routes::run(args).await,
             Command::Route { action } => commands::route::run(action).await,
+            Command::Watch(args) => commands::watch::run(args).await,
             Command::Whois(args) => commands::whois::run(args).await,
             Command::Topology(args) => commands::topology::run(args).await,
             Command::Audit(args) => commands::audit::run(args).await,

@@ -90,7 +90,10 @@ pub async fn run(args: ApplyArgs) -> Result<i32> {
     let mut out_of_sync = false;
     for machine in &machines {
         match apply_machine(&ctx, machine, machined.as_ref(), wait).await {
-            Ok(changes_needed) => out_of_sync |= changes_needed,
+            Ok((changes_needed, report)) => {
+                super::write_stdout(report.as_bytes())?;
+                out_of_sync |= changes_needed;
+            }
             Err(e) => {
                 eprintln!("machnet: {e}");
                 if worst == 0 {
@@ -182,13 +185,13 @@ fn with_explicit_metric(mut spec: RouteSpec) -> RouteSpec {
 }
 
 /// Brings one machine to its set (or shows the plan). Returns whether changes were (or,
-/// for --dry-run/--check, would be) needed.
+/// for --dry-run/--check, would be) needed, and what to tell the user.
 async fn apply_machine(
     ctx: &Context<'_>,
     machine: &MachineSet,
     machined: Option<&Machined>,
     wait: Option<Duration>,
-) -> Result<bool> {
+) -> Result<(bool, String)> {
     let devices: HashSet<&str> = machine
         .routes
         .iter()
@@ -228,8 +231,7 @@ async fn apply_machine(
     match ctx.mode {
         Mode::DryRun | Mode::Check => {
             write_plan(&mut out, &machine.name, &plan, &wanted, &found, &printer);
-            super::write_stdout(&out)?;
-            return Ok(!plan.is_empty());
+            return Ok((!plan.is_empty(), String::from_utf8_lossy(&out).into_owned()));
         }
         Mode::Apply if plan.is_empty() => {
             out.extend(
@@ -241,8 +243,7 @@ async fn apply_machine(
                 )
                 .as_bytes(),
             );
-            super::write_stdout(&out)?;
-            return Ok(false);
+            return Ok((false, String::from_utf8_lossy(&out).into_owned()));
         }
         Mode::Apply => {}
     }
@@ -263,8 +264,42 @@ async fn apply_machine(
         )
         .as_bytes(),
     );
-    super::write_stdout(&out)?;
-    Ok(true)
+    Ok((true, String::from_utf8_lossy(&out).into_owned()))
+}
+
+/// A route set read for `watch --reapply`: each machine's routes parsed once.
+pub struct Declared {
+    names: Names,
+    machines: Vec<MachineSet>,
+}
+
+impl Declared {
+    pub fn load(file: &std::path::Path) -> Result<Declared> {
+        let names = Names::load();
+        let set = RouteSet::load(file)?;
+        let machines = parse_machines(&set, &[], &names, file)?;
+        Ok(Declared { names, machines })
+    }
+
+    pub fn declares(&self, machine: &str) -> bool {
+        self.machines.iter().any(|m| m.name == machine)
+    }
+
+    /// Applies the set to one machine, as `machnet apply FILE --machine NAME` would.
+    /// Returns whether anything changed, and the one-line report.
+    pub async fn reapply(&self, machine: &str, machined: Option<&Machined>) -> Result<(bool, String)> {
+        let Some(set) = self.machines.iter().find(|m| m.name == machine) else {
+            return Ok((false, String::new()));
+        };
+        let ctx = Context {
+            names: &self.names,
+            owner: MACHNET_PROTOCOL,
+            adopt: false,
+            allow_host: false,
+            mode: Mode::Apply,
+        };
+        apply_machine(&ctx, set, machined, None).await
+    }
 }
 
 /// Pins the machine and checks its declared devices exist. With `wait`, a machine not (yet)

@@ -11,6 +11,7 @@ pub mod route;
 pub mod routes;
 pub mod sockets;
 pub mod topology;
+pub mod watch;
 pub mod whois;
 
 use crate::error::Result;

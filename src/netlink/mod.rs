@@ -277,6 +277,80 @@ impl NetlinkSocket {
         Ok(sent)
     }
 
+    /// Joins rtnetlink multicast groups (RTNLGRP_*): the kernel then sends this socket a
+    /// notification for every change in those groups, in its namespace.
+    pub fn subscribe(&mut self, groups: &[u32]) -> Result<()> {
+        const NETLINK_ADD_MEMBERSHIP: libc::c_int = 1;
+        // A socket that never sent anything has no port id yet, and the kernel skips
+        // port id 0 when it broadcasts (that is its own): bind first, which assigns one.
+        // SAFETY: a zeroed sockaddr_nl (pid 0: "kernel, pick one") of its own size.
+        let bound = unsafe {
+            let mut addr: libc::sockaddr_nl = std::mem::zeroed();
+            addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+            libc::bind(
+                self.fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if bound < 0 {
+            return Err(Error::io(
+                "binding a netlink socket",
+                io::Error::last_os_error(),
+            ));
+        }
+        for group in groups {
+            set_sockopt_int(
+                &self.fd,
+                libc::SOL_NETLINK,
+                NETLINK_ADD_MEMBERSHIP,
+                *group as i32,
+            )
+            .map_err(|e| Error::io(format!("joining netlink group {group}"), e))?;
+        }
+        Ok(())
+    }
+
+    /// Reads the notifications queued on the socket without waiting, handing each message
+    /// to `on_message`. Returns Ok(false) when the queue is empty (the caller waits for
+    /// readiness), Ok(true) after reading a datagram. A queue that overflowed (ENOBUFS:
+    /// the kernel dropped notifications) is reported as `Err(Overrun)` once, and reading
+    /// goes on.
+    pub fn read_notifications(
+        &mut self,
+        mut on_message: impl FnMut(Message<'_>),
+    ) -> std::result::Result<bool, NotificationError> {
+        // SAFETY: self.buf is valid for writes of its length.
+        let n = unsafe {
+            libc::recv(
+                self.fd.as_raw_fd(),
+                self.buf.as_mut_ptr().cast(),
+                self.buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+            )
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            return match err.raw_os_error() {
+                Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(false),
+                Some(libc::ENOBUFS) => Err(NotificationError::Overrun),
+                _ => Err(NotificationError::Io(err)),
+            };
+        }
+        let n = (n as usize).min(self.buf.len());
+        let mut rest = &self.buf[..n];
+        while !rest.is_empty() {
+            match split_message(rest, "reading notifications") {
+                Ok((msg, _, next)) => {
+                    on_message(msg);
+                    rest = next;
+                }
+                Err(_) => break,
+            }
+        }
+        Ok(true)
+    }
+
     /// The one receive loop: reads datagrams and hands each message, with its sequence
     /// number, to `handle` until it says stop (or fails).
     fn read_messages(
@@ -354,6 +428,20 @@ impl NetlinkSocket {
             }
             return Ok(n);
         }
+    }
+}
+
+/// Why reading notifications stopped short.
+#[derive(Debug)]
+pub enum NotificationError {
+    /// The socket's queue overflowed and the kernel dropped notifications.
+    Overrun,
+    Io(io::Error),
+}
+
+impl AsRawFd for NetlinkSocket {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
     }
 }
 
