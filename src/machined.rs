@@ -96,7 +96,9 @@ impl Machined {
             .await
             .map_err(|e| e.into_error("subscribing to MachineRemoved"))?;
         let new = new.filter_map(|s| async move {
-            s.args().ok().map(|a| MachineEvent::New(a.machine().clone()))
+            s.args()
+                .ok()
+                .map(|a| MachineEvent::New(a.machine().clone()))
         });
         let removed = removed.filter_map(|s| async move {
             s.args()

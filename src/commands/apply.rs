@@ -287,7 +287,11 @@ impl Declared {
 
     /// Applies the set to one machine, as `machnet apply FILE --machine NAME` would.
     /// Returns whether anything changed, and the one-line report.
-    pub async fn reapply(&self, machine: &str, machined: Option<&Machined>) -> Result<(bool, String)> {
+    pub async fn reapply(
+        &self,
+        machine: &str,
+        machined: Option<&Machined>,
+    ) -> Result<(bool, String)> {
         let Some(set) = self.machines.iter().find(|m| m.name == machine) else {
             return Ok((false, String::new()));
         };

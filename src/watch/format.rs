@@ -205,7 +205,11 @@ impl AddressMessage {
             metric: None,
             lifetimes: None,
         };
-        let want = if a.family == libc::AF_INET as u8 { 4 } else { 16 };
+        let want = if a.family == libc::AF_INET as u8 {
+            4
+        } else {
+            16
+        };
         for attr in Attrs::new(&payload[8..]) {
             let attr = attr.ok()?;
             let ip = || (attr.payload.len() == want).then(|| to_ip(attr.payload));
@@ -218,9 +222,8 @@ impl AddressMessage {
                 IFA_FLAGS => a.flags = attr.u32().ok()?,
                 IFA_RT_PRIORITY => a.metric = attr.u32().ok(),
                 IFA_CACHEINFO if attr.payload.len() >= 8 => {
-                    let w = |i: usize| {
-                        u32::from_ne_bytes(attr.payload[i..i + 4].try_into().unwrap())
-                    };
+                    let w =
+                        |i: usize| u32::from_ne_bytes(attr.payload[i..i + 4].try_into().unwrap());
                     a.lifetimes = Some((w(0), w(4)));
                 }
                 _ => {}

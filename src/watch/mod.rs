@@ -48,9 +48,16 @@ pub struct Options {
 
 /// What the machine tasks send the writer.
 enum Line {
-    Change { machine: Rc<str>, change: Change },
+    Change {
+        machine: Rc<str>,
+        change: Change,
+    },
     /// Something about the machine rather than its network: appeared, gone, overrun.
-    Note { machine: Rc<str>, kind: &'static str, text: String },
+    Note {
+        machine: Rc<str>,
+        kind: &'static str,
+        text: String,
+    },
 }
 
 pub async fn run(machined: Machined, options: Options) -> Result<i32> {
@@ -187,9 +194,10 @@ async fn watch_machine(
         let Some(ready) = ready else {
             // A declared route vanished a moment ago: put the set back.
             let declared = options.reapply.as_ref().expect("due only with --reapply");
-            let line = reapply.run(machine, declared, machined).await;
-            if tx.send(line).await.is_err() {
-                return Ok(());
+            if let Some(line) = reapply.run(machine, declared, machined).await {
+                if tx.send(line).await.is_err() {
+                    return Ok(());
+                }
             }
             continue;
         };
@@ -214,11 +222,10 @@ async fn watch_machine(
             }
         }
         for change in changes {
-            if change.kind == "route" && change.deleted && options.reapply.is_some() {
-                let declared = options.reapply.as_ref().unwrap();
-                if declared.declares(machine) {
-                    reapply.schedule();
-                }
+            // Any route gone from a declared machine: check the set a moment later.
+            let declared = options.reapply.as_ref().filter(|d| d.declares(machine));
+            if change.kind == "route" && change.deleted && declared.is_some() {
+                reapply.schedule();
             }
             lines.push(Line::Change {
                 machine: machine.clone(),
@@ -259,17 +266,26 @@ impl Reapply {
         if self.paused_until.is_some_and(|t| Instant::now() < t) {
             return;
         }
-        self.due.get_or_insert_with(|| Instant::now() + REAPPLY_SETTLE);
+        self.due
+            .get_or_insert_with(|| Instant::now() + REAPPLY_SETTLE);
     }
 
-    async fn run(&mut self, machine: &Rc<str>, declared: &Declared, machined: &Machined) -> Line {
+    /// Re-applies if allowed; a line to print when something was put back, failed, or
+    /// the fight is given up (nothing when the routes were all still there).
+    async fn run(
+        &mut self,
+        machine: &Rc<str>,
+        declared: &Declared,
+        machined: &Machined,
+    ) -> Option<Line> {
         self.due = None;
         let now = Instant::now();
-        self.recent.retain(|t| now.duration_since(*t) < REAPPLY_WINDOW);
+        self.recent
+            .retain(|t| now.duration_since(*t) < REAPPLY_WINDOW);
         if self.recent.len() >= REAPPLY_BURST {
             self.paused_until = Some(now + REAPPLY_WINDOW);
             self.recent.clear();
-            return Line::Note {
+            return Some(Line::Note {
                 machine: machine.clone(),
                 kind: "reapply-fight",
                 text: format!(
@@ -278,24 +294,26 @@ impl Reapply {
                     REAPPLY_WINDOW.as_secs(),
                     REAPPLY_WINDOW.as_secs()
                 ),
-            };
+            });
         }
         match declared.reapply(machine, Some(machined)).await {
-            Ok((changed, report)) => {
-                if changed {
-                    self.recent.push(now);
-                }
-                Line::Note {
+            Ok((false, _)) => None,
+            Ok((true, report)) => {
+                self.recent.push(now);
+                // "NAME: 1 added, …" → "reapplied: 1 added, …"
+                let report = report.trim_end();
+                let what = report.split_once(": ").map_or(report, |(_, r)| r);
+                Some(Line::Note {
                     machine: machine.clone(),
                     kind: "reapply",
-                    text: format!("reapplied: {}", report.trim_end().split_once(": ").map_or(report.trim_end(), |(_, r)| r)),
-                }
+                    text: format!("reapplied: {what}"),
+                })
             }
-            Err(e) => Line::Note {
+            Err(e) => Some(Line::Note {
                 machine: machine.clone(),
                 kind: "reapply-failed",
                 text: format!("re-applying the declared routes failed: {e}"),
-            },
+            }),
         }
     }
 }
@@ -309,9 +327,16 @@ fn write_line(out: &mut impl std::io::Write, json: bool, line: Line) -> Result<(
                 if change.deleted { "del" } else { "new" },
                 change.object,
             ),
-            Line::Note { machine, kind, text } => {
-                (machine, "machine", kind, serde_json::json!({ "message": text }))
-            }
+            Line::Note {
+                machine,
+                kind,
+                text,
+            } => (
+                machine,
+                "machine",
+                kind,
+                serde_json::json!({ "message": text }),
+            ),
         };
         let mut s = serde_json::to_string(&serde_json::json!({
             "time": rfc3339(SystemTime::now()),
