@@ -318,7 +318,7 @@ fn every_machine_in_order_and_machines_coming_and_going() {
             while let Ok(line) = w.rx.try_recv() {
                 w.seen.push(line);
             }
-            w.seen.iter().any(|l| *l == shown)
+            w.seen.contains(&shown)
         });
         if seen || n == 20 {
             assert!(
