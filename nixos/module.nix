@@ -156,6 +156,11 @@ let
     machines.${name}.routes = map routeJSON machine.routes;
   });
 
+  # Every machine's routes in one file, for the repair service.
+  allRoutesFile = pkgs.writeText "machnet-routes.json" (builtins.toJSON {
+    machines = lib.mapAttrs (_: machine: { routes = map routeJSON machine.routes; }) machines;
+  });
+
   # Hostname characters, as systemd-machined wants in machine names; this also
   # keeps the unit name and ExecStart free of anything that needs escaping.
   validName = name: builtins.match "[A-Za-z0-9][A-Za-z0-9_.-]{0,63}" name != null;
@@ -311,6 +316,14 @@ in
       };
     };
 
+    repair = {
+      enable = lib.mkEnableOption ''
+        a `machnet watch --reapply` service that puts declared routes back the
+        moment they vanish (drift repair; it backs off and says so in the journal
+        when something else keeps removing them)
+      '';
+    };
+
     machines = lib.mkOption {
       type = lib.types.attrsOf (lib.types.submodule machineOptions);
       default = { };
@@ -359,6 +372,24 @@ in
       machines;
 
     systemd.services = lib.mapAttrs' routesService machines
+      // lib.optionalAttrs cfg.repair.enable {
+      machnet-repair = {
+        description = "machnet: declared routes put back when they vanish";
+        documentation = [ "man:machnet-watch(1)" ];
+        after = [ "systemd-machined.service" ];
+        wantedBy = [ "multi-user.target" ];
+        serviceConfig = {
+          ExecStart = lib.escapeShellArgs ([ "${cfg.package}/bin/machnet" "watch" "--reapply" "${allRoutesFile}" ]
+            ++ lib.attrNames machines);
+          Restart = "on-failure";
+          RestartSec = "5s";
+          # The same per-namespace apply lock as the route units.
+          RuntimeDirectory = "machnet";
+          RuntimeDirectoryMode = "0700";
+          RuntimeDirectoryPreserve = "yes";
+        } // hardening;
+      };
+    }
       // lib.optionalAttrs cfg.audit.enable {
       machnet-audit = {
         description = "machnet audit of every machine's network";
