@@ -31,6 +31,10 @@ use format::{Change, Formatter, GROUPS};
 
 /// Lines in flight between the machine tasks and the writer.
 const CHANNEL: usize = 1024;
+/// machined questions in flight at once: the bus caps pending replies per connection
+/// (dbus-daemon's max_replies_per_connection), and hundreds of machines starting their
+/// watch together would hit it.
+const LOOKUPS: usize = 16;
 /// A declared route vanishing is put back at most this often per machine before machnet
 /// stops and reports that something keeps removing it.
 const REAPPLY_BURST: usize = 3;
@@ -166,9 +170,14 @@ async fn watch_machine(
     tx: &mpsc::Sender<Line>,
     options: &Options,
 ) -> Result<()> {
-    let found = machined.machine(machine).await?;
-    let namespace =
-        crate::target::pin_machine(machined, &found, ExtraNamespaces::default()).await?;
+    let namespace = {
+        let _turn = lookups()
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        let found = machined.machine(machine).await?;
+        crate::target::pin_machine(machined, &found, ExtraNamespaces::default()).await?
+    };
     if namespace.isolation == Isolation::SharesHost {
         return Err(Error::Usage(
             "it shares the host's network namespace (watch the host with ip monitor)".into(),
@@ -238,6 +247,12 @@ async fn watch_machine(
             }
         }
     }
+}
+
+/// The one limit on concurrent machined lookups (all tasks run on one thread).
+fn lookups() -> &'static tokio::sync::Semaphore {
+    static LOOKUP_TURNS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(LOOKUPS);
+    &LOOKUP_TURNS
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
