@@ -94,8 +94,13 @@ pub struct ListArgs {
 #[derive(Debug, Args)]
 pub struct RoutesArgs {
     /// A machine name, .host, netns:NAME or pid:N.
-    #[arg(value_name = "TARGET")]
-    pub target: Target,
+    #[arg(value_name = "TARGET", required_unless_present = "all")]
+    pub target: Option<Target>,
+
+    /// Every machine machined knows: each text line prefixed `NAME: `, each JSON object
+    /// given a "machine" key. Stale machines are skipped with a note.
+    #[arg(long, conflicts_with = "target")]
+    pub all: bool,
 
     /// IPv4 routes only (the default unless --table all).
     #[arg(short = '4', conflicts_with = "ipv6")]

@@ -9,6 +9,7 @@ pub mod links;
 pub mod list;
 pub mod route;
 pub mod routes;
+pub mod routes_all;
 pub mod sockets;
 pub mod topology;
 pub mod watch;

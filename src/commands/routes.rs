@@ -17,34 +17,44 @@ pub async fn run(args: RoutesArgs) -> Result<i32> {
         family: query_family(args.ipv4, args.ipv6, table),
         table,
     };
-    let namespace = super::pin(&args.target).await?;
-    if namespace.isolation == Isolation::SharesHost && args.target != Target::Host {
+    let Some(target) = &args.target else {
+        return super::routes_all::run(&args, query).await;
+    };
+    let namespace = super::pin(target).await?;
+    if namespace.isolation == Isolation::SharesHost && *target != Target::Host {
         eprintln!(
             "machnet: note: {} shares the host's network namespace: these are the host's routes",
             namespace.label
         );
     }
     let mut sock = namespace.open_netlink()?;
-    let mut links = link::link_names(&mut sock)?;
+    let mut stdout = std::io::stdout().lock();
+    print_table(&mut sock, query, &names, args.json, &mut stdout)?;
+    Ok(0)
+}
+
+/// Prints one namespace's routes (on `sock`) as `ip route show` would.
+pub fn print_table(
+    sock: &mut crate::netlink::NetlinkSocket,
+    query: RouteQuery,
+    names: &Names,
+    json: bool,
+    out: &mut impl std::io::Write,
+) -> Result<()> {
+    let mut links = link::link_names(sock)?;
     if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         links.make_printable();
     }
     let printer = RoutePrinter {
-        names: &names,
+        names,
         links: &links,
         options: ShowOptions {
-            all_tables: table.is_none(),
+            all_tables: query.table.is_none(),
         },
-        format: if args.json {
-            Format::Json
-        } else {
-            Format::Text
-        },
+        format: if json { Format::Json } else { Format::Text },
         hz: user_hz(),
     };
-    let mut stdout = std::io::stdout().lock();
-    stream_routes(&mut sock, query, &printer, &mut stdout)?;
-    Ok(0)
+    stream_routes(sock, query, &printer, out)
 }
 
 /// `ip route show` reads only IPv4 unless asked for a family, or for `table all`.
