@@ -100,16 +100,18 @@ fn write(out: &mut impl Write, bytes: &[u8]) -> Result<()> {
         .map_err(|e| Error::io("writing output", e))
 }
 
-/// Reads a batch of namespaces on up to READERS threads: each table as printed bytes;
-/// None for a machine sharing the host's namespace (its routes are the host's).
+/// One machine's table as printed bytes; None for a machine sharing the host's
+/// namespace (its routes are the host's).
+type Table = Result<Option<Vec<u8>>>;
+
+/// Reads a batch of namespaces, one thread each (a batch is at most READERS long).
 fn read_batch(
     batch: &[(String, Result<PinnedNamespace>)],
     query: RouteQuery,
     names: &Names,
     json: bool,
-) -> Vec<Result<Option<Vec<u8>>>> {
-    let results: Vec<Mutex<Option<Result<Option<Vec<u8>>>>>> =
-        batch.iter().map(|_| Mutex::new(None)).collect();
+) -> Vec<Table> {
+    let results: Vec<Mutex<Option<Table>>> = batch.iter().map(|_| Mutex::new(None)).collect();
     std::thread::scope(|scope| {
         for ((_, pinned), slot) in batch.iter().zip(&results) {
             scope.spawn(move || {
