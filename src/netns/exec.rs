@@ -41,10 +41,20 @@ const FORWARDED: [libc::c_int; 6] = [
 /// Records which fds above stderr the caller gave machnet. Call first thing in main,
 /// before machnet opens anything of its own.
 pub fn remember_inherited_fds() {
-    let open = (3..FD_PROBE_LIMIT)
-        // SAFETY: F_GETFD only reads the fd table.
-        .filter(|fd| unsafe { libc::fcntl(*fd, libc::F_GETFD) } >= 0)
-        .collect();
+    // SAFETY: F_GETFD only reads the fd table.
+    let is_open = |fd: &RawFd| unsafe { libc::fcntl(*fd, libc::F_GETFD) } >= 0;
+    // /proc/self/fd names them in a few system calls; its listing includes the
+    // directory's own fd, which is closed again (and so filtered out) by the time each
+    // is checked. Without /proc, probe every fd up to the limit.
+    let listed: Option<Vec<RawFd>> = std::fs::read_dir("/proc/self/fd").ok().map(|dir| {
+        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .filter(|fd| *fd > 2)
+            .collect()
+    });
+    let open = match listed {
+        Some(fds) => fds.into_iter().filter(is_open).collect(),
+        None => (3..FD_PROBE_LIMIT).filter(is_open).collect(),
+    };
     let _ = INHERITED_FDS.set(open);
 }
 
