@@ -7,11 +7,9 @@
 pub mod lock;
 pub mod plan;
 
-use std::collections::HashSet;
-
 use crate::error::{Error, Result};
 use crate::netlink::{DumpEnd, NetlinkSocket, Request};
-use crate::route::identity::{resendable, RouteKey};
+use crate::route::identity::{resendable, KeySet, RouteKey};
 use crate::route::message::{Route, AF_INET, AF_INET6, RTM_F_CLONED};
 use crate::route::request::{RTM_DELROUTE, RTM_NEWROUTE};
 use plan::{Found, Plan, Step, Wanted};
@@ -27,10 +25,7 @@ const DUMP_ATTEMPTS: usize = 5;
 /// at a wanted key. Everything else is never looked at again, so memory follows the
 /// declared set and our own routes, not the table.
 pub fn snapshot(sock: &mut NetlinkSocket, wanted: &[Wanted], owner: u8) -> Result<Vec<Found>> {
-    let keys: HashSet<RouteKey> = wanted
-        .iter()
-        .map(|w| RouteKey::of(&Route::parse(&w.request).expect("built by machnet")))
-        .collect();
+    let keys: KeySet = wanted.iter().map(|w| w.key).collect();
     'attempt: for _ in 0..DUMP_ATTEMPTS {
         let mut found = Vec::new();
         for family in [AF_INET, AF_INET6] {
@@ -49,9 +44,7 @@ pub fn snapshot(sock: &mut NetlinkSocket, wanted: &[Wanted], owner: u8) -> Resul
                 if route.flags & RTM_F_CLONED == 0
                     && (route.protocol == owner || keys.contains(&RouteKey::of(&route)))
                 {
-                    found.push(Found {
-                        message: msg.payload.to_vec(),
-                    });
+                    found.push(Found::new(msg.payload.to_vec()));
                 }
                 Ok(())
             })?;

@@ -9,9 +9,7 @@
 //!   unless adopting, when it is replaced (and becomes ours);
 //! - our routes at keys nobody declared are deleted. Foreign ones never are.
 
-use std::collections::HashMap;
-
-use crate::route::identity::{is_same_route, RouteKey};
+use crate::route::identity::{is_same_route, KeyMap, RouteKey};
 use crate::route::message::Route;
 
 /// A route machnet wants: the RTM_NEWROUTE body it would send, and its place in the file.
@@ -20,12 +18,40 @@ pub struct Wanted {
     /// Index in the machine's declared list (for messages).
     pub index: usize,
     pub request: Vec<u8>,
+    pub key: RouteKey,
+}
+
+impl Wanted {
+    /// `request` must be a route message machnet built (it is parsed for its key).
+    pub fn new(index: usize, request: Vec<u8>) -> Wanted {
+        let key = RouteKey::of(&parse(&request));
+        Wanted {
+            index,
+            request,
+            key,
+        }
+    }
 }
 
 /// A route found in the table that apply may have to touch (ours, or at a wanted key).
 #[derive(Debug, Clone)]
 pub struct Found {
     pub message: Vec<u8>,
+    pub key: RouteKey,
+    pub protocol: u8,
+}
+
+impl Found {
+    /// `message` must have passed Route::parse.
+    pub fn new(message: Vec<u8>) -> Found {
+        let route = parse(&message);
+        let (key, protocol) = (RouteKey::of(&route), route.protocol);
+        Found {
+            message,
+            key,
+            protocol,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,20 +113,17 @@ pub fn plan(
     owner: u8,
     adopt: bool,
 ) -> Result<Plan, Vec<Conflict>> {
-    let mut found_at: HashMap<RouteKey, Vec<usize>> = HashMap::new();
+    let mut found_at: KeyMap<Vec<usize>> = KeyMap::default();
     for (i, f) in found.iter().enumerate() {
-        found_at
-            .entry(RouteKey::of(&parse(&f.message)))
-            .or_default()
-            .push(i);
+        found_at.entry(f.key).or_default().push(i);
     }
-    let mut declared_at: HashMap<RouteKey, usize> = HashMap::with_capacity(wanted.len());
+    let mut declared_at: KeyMap<usize> = KeyMap::default();
+    declared_at.reserve(wanted.len());
     let mut conflicts = Vec::new();
     let mut plan = Plan::default();
     let mut deletes = Vec::new();
     for (w, want) in wanted.iter().enumerate() {
-        let route = parse(&want.request);
-        let key = RouteKey::of(&route);
+        let key = want.key;
         if let Some(first) = declared_at.insert(key, w) {
             conflicts.push(Conflict::SameKey { first, second: w });
             continue;
@@ -110,14 +133,12 @@ pub fn plan(
             continue;
         };
         if let [only] = here[..] {
-            if is_same_route(&route, &parse(&found[only].message)) {
+            if is_same_route(&parse(&want.request), &parse(&found[only].message)) {
                 plan.in_sync += 1;
                 continue;
             }
         }
-        let foreign = here
-            .iter()
-            .find(|&&f| parse(&found[f].message).protocol != owner);
+        let foreign = here.iter().find(|&&f| found[f].protocol != owner);
         match foreign {
             Some(&f) if !adopt => conflicts.push(Conflict::Foreign {
                 wanted: w,
@@ -141,11 +162,7 @@ pub fn plan(
         if declared_at.contains_key(key) {
             continue;
         }
-        deletes.extend(
-            here.iter()
-                .copied()
-                .filter(|&f| parse(&found[f].message).protocol == owner),
-        );
+        deletes.extend(here.iter().copied().filter(|&f| found[f].protocol == owner));
     }
     // Stable output: deletes in table order.
     deletes.sort_unstable();
@@ -173,15 +190,12 @@ mod tests {
     fn wanted(list: &[Vec<u8>]) -> Vec<Wanted> {
         list.iter()
             .enumerate()
-            .map(|(index, request)| Wanted {
-                index,
-                request: request.clone(),
-            })
+            .map(|(index, request)| Wanted::new(index, request.clone()))
             .collect()
     }
 
     fn found(list: &[Vec<u8>]) -> Vec<Found> {
-        list.iter().map(|m| Found { message: m.clone() }).collect()
+        list.iter().map(|m| Found::new(m.clone())).collect()
     }
 
     #[test]

@@ -62,6 +62,8 @@ pub async fn run(args: ApplyArgs) -> Result<i32> {
         _ => Mode::Apply,
     };
     let machines = parse_machines(&set, &args.machine, &names, &args.file)?;
+    // Every route is parsed now; the file's text form is no longer needed.
+    drop(set);
     if machines.is_empty() {
         eprintln!(
             "machnet: {} declares no machines; nothing to do",
@@ -212,7 +214,7 @@ async fn apply_machine(
                     spec_text(spec)
                 ))
             })?;
-            Ok(Wanted { index, request })
+            Ok(Wanted::new(index, request))
         })
         .collect::<Result<Vec<_>>>()?;
 
@@ -499,7 +501,7 @@ pub async fn drift(
                 .enumerate()
                 .map(|(index, spec)| {
                     encode(spec, Edit::Replace, ctx.owner, &links)
-                        .map(|request| Wanted { index, request })
+                        .map(|request| Wanted::new(index, request))
                         .map_err(|e| {
                             Error::NoSuchTarget(format!(
                                 "{}: route {} ({}): {e}",

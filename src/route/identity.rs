@@ -16,6 +16,42 @@ use super::message::{
 use super::spec::RTNH_F_ONLINK;
 use crate::netlink::attr;
 
+/// A fast hasher for route keys (FxHash's multiply-rotate): keys come from our own
+/// requests and the kernel's table, not from an adversary, and SipHash was a tenth of
+/// a re-apply's time.
+#[derive(Default, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+pub type KeyMap<V> =
+    std::collections::HashMap<RouteKey, V, std::hash::BuildHasherDefault<KeyHasher>>;
+pub type KeySet = std::collections::HashSet<RouteKey, std::hash::BuildHasherDefault<KeyHasher>>;
+
 /// IP6_RT_PRIO_USER: the metric the kernel gives an IPv6 route added with none (or 0).
 const IPV6_DEFAULT_METRIC: u32 = 1024;
 
