@@ -127,28 +127,62 @@ pub async fn pin_machine(
     extra: ExtraNamespaces,
 ) -> Result<PinnedNamespace> {
     let label = format!("machine {}", machine.name);
-    let stale = |why: String| {
-        let prefix = format!("{label}: ");
-        let why = why.strip_prefix(&prefix).unwrap_or(&why);
-        Error::StaleMachine(format!(
-            "machine {} is stale: {why}; machined still lists it, but it has no running leader to enter",
-            machine.name
-        ))
-    };
     let pinned = netns::pin_process(label.clone(), machine.leader, extra, |info| {
         verify_leader(machine, info)
     })
     .map_err(|e| match e {
-        Error::StaleMachine(why) => stale(why),
+        Error::StaleMachine(why) => stale_error(machine, &label, why),
         other => other,
     })?;
-    // machined may have re-registered the machine with another leader meanwhile.
+    confirm_leader(machined, machine).await?;
+    Ok(pinned)
+}
+
+/// As [`pin_machine`], but the final question to machined (is this still the leader?) is
+/// handed back unasked: the caller starts it, does local work while the answer travels,
+/// and must await it before trusting anything read through the namespace.
+pub fn pin_machine_deferred<'a>(
+    machined: &'a Machined,
+    machine: &'a Machine,
+) -> Result<(
+    PinnedNamespace,
+    impl std::future::Future<Output = Result<()>> + 'a,
+)> {
+    let label = format!("machine {}", machine.name);
+    let pinned = netns::pin_process(
+        label.clone(),
+        machine.leader,
+        ExtraNamespaces::default(),
+        |info| verify_leader(machine, info),
+    )
+    .map_err(|e| match e {
+        Error::StaleMachine(why) => stale_error(machine, &label, why),
+        other => other,
+    })?;
+    Ok((pinned, confirm_leader(machined, machine)))
+}
+
+fn stale_error(machine: &Machine, label: &str, why: String) -> Error {
+    let prefix = format!("{label}: ");
+    let why = why.strip_prefix(&prefix).unwrap_or(&why);
+    Error::StaleMachine(format!(
+        "machine {} is stale: {why}; machined still lists it, but it has no running leader to enter",
+        machine.name
+    ))
+}
+
+/// machined may have re-registered the machine with another leader while it was pinned.
+async fn confirm_leader(machined: &Machined, machine: &Machine) -> Result<()> {
     match machined.current_leader(&machine.path).await? {
-        Some(leader) if leader == machine.leader => Ok(pinned),
-        Some(leader) => Err(stale(format!(
-            "its leader changed from {} to {leader} while machnet was pinning it; try again",
-            machine.leader
-        ))),
+        Some(leader) if leader == machine.leader => Ok(()),
+        Some(leader) => Err(stale_error(
+            machine,
+            &format!("machine {}", machine.name),
+            format!(
+                "its leader changed from {} to {leader} while machnet was pinning it; try again",
+                machine.leader
+            ),
+        )),
         None => Err(Error::NoSuchTarget(format!(
             "machine {} was unregistered while machnet was pinning it",
             machine.name

@@ -41,10 +41,16 @@ pub fn snapshot(sock: &mut NetlinkSocket, wanted: &[Wanted], owner: u8) -> Resul
                         e.0
                     ))
                 })?;
-                if route.flags & RTM_F_CLONED == 0
-                    && (route.protocol == owner || keys.contains(&RouteKey::of(&route)))
-                {
-                    found.push(Found::new(msg.payload.to_vec()));
+                if route.flags & RTM_F_CLONED != 0 {
+                    return Ok(());
+                }
+                let key = RouteKey::of(&route);
+                if route.protocol == owner || keys.contains(&key) {
+                    found.push(Found {
+                        message: msg.payload.to_vec(),
+                        key,
+                        protocol: route.protocol,
+                    });
                 }
                 Ok(())
             })?;

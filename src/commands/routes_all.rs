@@ -18,10 +18,11 @@ use crate::route::dump::RouteQuery;
 use crate::route::names::Names;
 use crate::target::pin_machine;
 
-/// machined calls in flight at once (the bus caps pending replies per connection).
-const LOOKUPS: usize = 32;
-/// Namespaces read at once, and so tables held in memory at once.
-const READERS: usize = 8;
+/// machined calls in flight at once: dbus-daemon caps pending replies per connection
+/// (max_replies_per_connection, 128 by default), and each lookup has one in flight.
+const LOOKUPS: usize = 64;
+/// Namespaces read at once (one thread each), and so tables held in memory at once.
+const READERS: usize = 32;
 
 pub async fn run(args: &RoutesArgs, query: RouteQuery) -> Result<i32> {
     crate::netns::require_privileges()?;
