@@ -138,30 +138,6 @@ pub async fn pin_machine(
     Ok(pinned)
 }
 
-/// As [`pin_machine`], but the final question to machined (is this still the leader?) is
-/// handed back unasked: the caller starts it, does local work while the answer travels,
-/// and must await it before trusting anything read through the namespace.
-pub fn pin_machine_deferred<'a>(
-    machined: &'a Machined,
-    machine: &'a Machine,
-) -> Result<(
-    PinnedNamespace,
-    impl std::future::Future<Output = Result<()>> + 'a,
-)> {
-    let label = format!("machine {}", machine.name);
-    let pinned = netns::pin_process(
-        label.clone(),
-        machine.leader,
-        ExtraNamespaces::default(),
-        |info| verify_leader(machine, info),
-    )
-    .map_err(|e| match e {
-        Error::StaleMachine(why) => stale_error(machine, &label, why),
-        other => other,
-    })?;
-    Ok((pinned, confirm_leader(machined, machine)))
-}
-
 fn stale_error(machine: &Machine, label: &str, why: String) -> Error {
     let prefix = format!("{label}: ");
     let why = why.strip_prefix(&prefix).unwrap_or(&why);

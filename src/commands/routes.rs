@@ -20,9 +20,6 @@ pub async fn run(args: RoutesArgs) -> Result<i32> {
     let Some(target) = &args.target else {
         return super::routes_all::run(&args, query).await;
     };
-    if let Target::Machine(name) = target {
-        return machine_routes(name, query, &names, args.json).await;
-    }
     let namespace = super::pin(target).await?;
     if namespace.isolation == Isolation::SharesHost && *target != Target::Host {
         eprintln!(
@@ -33,37 +30,6 @@ pub async fn run(args: RoutesArgs) -> Result<i32> {
     let mut sock = namespace.open_netlink()?;
     let mut stdout = std::io::stdout().lock();
     print_table(&mut sock, query, &names, args.json, &mut stdout)?;
-    Ok(0)
-}
-
-/// One machine's routes, with the last question to machined (is the pinned process
-/// still the leader?) in flight while the socket is made and the link names are read:
-/// the answer is awaited before the first route is read, so nothing unconfirmed is shown.
-async fn machine_routes(name: &str, query: RouteQuery, names: &Names, json: bool) -> Result<i32> {
-    crate::netns::require_privileges()?;
-    let machined = crate::machined::Machined::connect().await?;
-    let machine = machined.machine(name).await?;
-    let (namespace, confirm) = crate::target::pin_machine_deferred(&machined, &machine)?;
-    let mut confirm = std::pin::pin!(confirm);
-    // One poll sends the question; the answer waits in the socket until awaited.
-    let early = std::future::poll_fn(|cx| {
-        std::task::Poll::Ready(std::future::Future::poll(confirm.as_mut(), cx))
-    })
-    .await;
-    if namespace.isolation == Isolation::SharesHost {
-        eprintln!(
-            "machnet: note: {} shares the host's network namespace: these are the host's routes",
-            namespace.label
-        );
-    }
-    let mut sock = namespace.open_netlink()?;
-    let links = link::link_names(&mut sock)?;
-    match early {
-        std::task::Poll::Ready(answer) => answer?,
-        std::task::Poll::Pending => confirm.await?,
-    }
-    let mut stdout = std::io::stdout().lock();
-    print_with_links(&mut sock, query, names, json, links, &mut stdout)?;
     Ok(0)
 }
 
