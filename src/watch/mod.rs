@@ -66,6 +66,8 @@ enum Line {
 
 pub async fn run(machined: Machined, options: Options) -> Result<i32> {
     let machined = Rc::new(machined);
+    // Loaded once and kept for the life of the process: every machine task formats with
+    // it, and tasks must own or borrow 'static data.
     let names: &'static Names = Box::leak(Box::new(Names::load()));
     let options = Rc::new(options);
     let mut events = machined.machine_events().await?;
