@@ -148,3 +148,42 @@ fn committed_xml_matches_the_live_machined() {
         committed(MACHINE_INTERFACE)
     );
 }
+
+/// `machnet routes NAME` asks for a machine's properties at the path it expects machined
+/// to give NAME, in the same round trip as GetMachine, and keeps them only if GetMachine
+/// agrees. Held to the live machined here (a name with `-` and `.` included), so the
+/// round trip it saves is really saved.
+#[test]
+fn expected_machine_paths_are_the_ones_machined_gives() {
+    let _bed = common::testbed();
+    let script = format!("{}/tests/testbed/late-machine", env!("CARGO_MANIFEST_DIR"));
+    let mut register = std::process::Command::new(script);
+    register.arg("web-1.lab");
+    let leader: i32 = common::ok(common::run(register), "late-machine")
+        .trim()
+        .parse()
+        .unwrap();
+    let _leader = common::MachineLeader {
+        pid: leader,
+        machine: Some("web-1.lab".into()),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let listed = runtime.block_on(async {
+        let machined = machnet::machined::Machined::connect().await.unwrap();
+        machined.list().await.unwrap()
+    });
+    assert!(
+        listed.iter().any(|(name, _)| name == "web-1.lab"),
+        "{listed:?}"
+    );
+    for (name, path) in &listed {
+        assert_eq!(
+            machnet::machined::expected_machine_path(name).as_ref(),
+            Some(path),
+            "machine {name}"
+        );
+    }
+}
