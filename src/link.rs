@@ -52,6 +52,12 @@ impl LinkNames {
         }
     }
 
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (u32, String)>) -> LinkNames {
+        LinkNames {
+            names: pairs.into_iter().collect(),
+        }
+    }
+
     pub fn from_links(links: &[Link]) -> LinkNames {
         LinkNames {
             names: links

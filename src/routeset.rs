@@ -14,9 +14,11 @@
 //! `machnet route add`, so a route means exactly what it would mean on the command line.
 //! Unknown keys are refused: a typo (`gatway`) must not silently drop a gateway.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -139,34 +141,227 @@ impl DeclaredRoute {
     }
 }
 
-impl RouteSet {
-    /// Reads FILE (`-` for stdin). JSON when the name ends in `.json` or the text starts
-    /// with `{`; TOML otherwise.
-    pub fn load(path: &Path) -> Result<RouteSet> {
-        let text = if path == Path::new("-") {
-            std::io::read_to_string(std::io::stdin())
-                .map_err(|e| Error::io("reading the route set from stdin", e))?
-        } else {
-            std::fs::read_to_string(path).map_err(|e| {
-                let what = format!("reading the route set {}", path.display());
-                match e.kind() {
-                    std::io::ErrorKind::NotFound => Error::Usage(format!("{what}: {e}")),
-                    _ => Error::io(what, e),
-                }
-            })?
-        };
-        let is_json =
-            path.extension().is_some_and(|e| e == "json") || text.trim_start().starts_with('{');
-        RouteSet::parse(&text, is_json)
-            .map_err(|e| Error::Usage(format!("malformed route set {}: {e}", path.display())))
-    }
+/// Where [`read`] hands what it reads, in file order.
+pub trait RouteSink {
+    /// A machine's routes begin (every machine, one with no routes too).
+    fn machine(&mut self, name: &str) -> std::result::Result<(), String>;
+    /// The next route of the machine last begun. An error stops the reading; it is
+    /// reported as it is, so it should say where (file, machine, route).
+    fn route(&mut self, route: DeclaredRoute) -> std::result::Result<(), String>;
+}
 
-    pub fn parse(text: &str, is_json: bool) -> std::result::Result<RouteSet, String> {
-        if is_json {
-            serde_json::from_str(text).map_err(|e| e.to_string())
-        } else {
-            toml::from_str(text).map_err(|e| e.to_string().trim_end().replace('\n', " "))
+/// Why a route set could not be read.
+#[derive(Debug)]
+pub enum ReadError {
+    /// Not a route set: bad JSON or TOML, an unknown key, a machine twice.
+    Malformed(String),
+    /// The sink refused something it was handed.
+    Refused(String),
+    Io(std::io::Error),
+}
+
+/// Reads the route set in FILE (`-`: stdin) into `sink`. JSON when the name ends in
+/// `.json` or the text starts with `{`; TOML otherwise. JSON is streamed, one route at a
+/// time, so a million routes never sit in memory as text or as parsed values; TOML
+/// (written by people, so small) is read whole.
+pub fn read(path: &Path, sink: &mut impl RouteSink) -> Result<()> {
+    let json_name = path.extension().is_some_and(|e| e == "json");
+    let outcome = if path == Path::new("-") {
+        read_from(std::io::stdin().lock(), json_name, sink)
+    } else {
+        let file = std::fs::File::open(path).map_err(|e| {
+            let what = format!("reading the route set {}", path.display());
+            match e.kind() {
+                std::io::ErrorKind::NotFound => Error::Usage(format!("{what}: {e}")),
+                _ => Error::io(what, e),
+            }
+        })?;
+        read_from(BufReader::with_capacity(1 << 16, file), json_name, sink)
+    };
+    outcome.map_err(|e| match e {
+        ReadError::Malformed(why) => {
+            Error::Usage(format!("malformed route set {}: {why}", path.display()))
         }
+        ReadError::Refused(why) => Error::Usage(why),
+        ReadError::Io(e) => Error::io(format!("reading the route set {}", path.display()), e),
+    })
+}
+
+/// As [`read`], from any reader; `json` forces JSON (otherwise it is told by a leading `{`).
+pub fn read_from(
+    mut input: impl BufRead,
+    json: bool,
+    sink: &mut impl RouteSink,
+) -> std::result::Result<(), ReadError> {
+    let starts_with_brace = loop {
+        let buf = input.fill_buf().map_err(ReadError::Io)?;
+        match buf.iter().position(|b| !b.is_ascii_whitespace()) {
+            Some(at) => {
+                let brace = buf[at] == b'{';
+                input.consume(at);
+                break brace;
+            }
+            None if buf.is_empty() => break false,
+            None => {
+                let all = buf.len();
+                input.consume(all);
+            }
+        }
+    };
+    if json || starts_with_brace {
+        let mut reader = Reader {
+            sink,
+            refused: None,
+        };
+        let mut de = serde_json::Deserializer::from_reader(input);
+        let parsed = TopLevel(&mut reader)
+            .deserialize(&mut de)
+            .and_then(|()| de.end());
+        return match (parsed, reader.refused) {
+            (_, Some(why)) => Err(ReadError::Refused(why)),
+            (Err(e), None) if e.is_io() => Err(ReadError::Io(e.into())),
+            (Err(e), None) => Err(ReadError::Malformed(e.to_string())),
+            (Ok(()), None) => Ok(()),
+        };
+    }
+    let mut text = String::new();
+    input.read_to_string(&mut text).map_err(ReadError::Io)?;
+    let set: RouteSet = toml::from_str(&text)
+        .map_err(|e| ReadError::Malformed(e.to_string().trim_end().replace('\n', " ")))?;
+    for (name, machine) in set.machines {
+        sink.machine(&name).map_err(ReadError::Refused)?;
+        for route in machine.routes {
+            sink.route(route).map_err(ReadError::Refused)?;
+        }
+    }
+    Ok(())
+}
+
+/// The streaming JSON reader: `{"machines": {NAME: {"routes": [ROUTE, …]}, …}}`, with the
+/// same rules as the structs above (unknown keys refused), and a machine named twice
+/// refused rather than the last one silently winning.
+struct Reader<'s, S> {
+    sink: &'s mut S,
+    /// What the sink refused: reported as it is, not as malformed JSON.
+    refused: Option<String>,
+}
+
+impl<S: RouteSink> Reader<'_, S> {
+    fn refuse<E: de::Error>(&mut self, why: String) -> E {
+        self.refused = Some(why);
+        E::custom("refused")
+    }
+}
+
+struct TopLevel<'r, 's, S>(&'r mut Reader<'s, S>);
+struct Machines<'r, 's, S>(&'r mut Reader<'s, S>);
+struct OneMachine<'r, 's, S>(&'r mut Reader<'s, S>);
+struct Routes<'r, 's, S>(&'r mut Reader<'s, S>);
+
+impl<'de, S: RouteSink> DeserializeSeed<'de> for TopLevel<'_, '_, S> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, S: RouteSink> Visitor<'de> for TopLevel<'_, '_, S> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a route set: {\"machines\": {...}}")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+        let mut seen = false;
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "machines" if seen => return Err(de::Error::duplicate_field("machines")),
+                "machines" => {
+                    seen = true;
+                    map.next_value_seed(Machines(&mut *self.0))?;
+                }
+                other => return Err(de::Error::unknown_field(other, &["machines"])),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<'de, S: RouteSink> DeserializeSeed<'de> for Machines<'_, '_, S> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, S: RouteSink> Visitor<'de> for Machines<'_, '_, S> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("machines by name")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+        let mut names = HashSet::new();
+        while let Some(name) = map.next_key::<String>()? {
+            if !names.insert(name.clone()) {
+                return Err(de::Error::custom(format!(
+                    "machine {name:?} is declared twice"
+                )));
+            }
+            if let Err(why) = self.0.sink.machine(&name) {
+                return Err(self.0.refuse(why));
+            }
+            map.next_value_seed(OneMachine(&mut *self.0))?;
+        }
+        Ok(())
+    }
+}
+
+impl<'de, S: RouteSink> DeserializeSeed<'de> for OneMachine<'_, '_, S> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, S: RouteSink> Visitor<'de> for OneMachine<'_, '_, S> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a machine: {\"routes\": [...]}")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+        let mut seen = false;
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "routes" if seen => return Err(de::Error::duplicate_field("routes")),
+                "routes" => {
+                    seen = true;
+                    map.next_value_seed(Routes(&mut *self.0))?;
+                }
+                other => return Err(de::Error::unknown_field(other, &["routes"])),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<'de, S: RouteSink> DeserializeSeed<'de> for Routes<'_, '_, S> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, S: RouteSink> Visitor<'de> for Routes<'_, '_, S> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of routes")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
+        while let Some(route) = seq.next_element::<DeclaredRoute>()? {
+            if let Err(why) = self.0.sink.route(route) {
+                return Err(self.0.refuse(why));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -193,6 +388,89 @@ impl DeclaredRoute {
 mod tests {
     use super::*;
 
+    /// Every machine and route, as read.
+    #[derive(Debug, Default)]
+    struct Collected(Vec<(String, Vec<DeclaredRoute>)>);
+
+    impl RouteSink for Collected {
+        fn machine(&mut self, name: &str) -> std::result::Result<(), String> {
+            self.0.push((name.to_string(), Vec::new()));
+            Ok(())
+        }
+        fn route(&mut self, route: DeclaredRoute) -> std::result::Result<(), String> {
+            if route.destination == "refuse-me" {
+                return Err("the sink said no".into());
+            }
+            self.0.last_mut().unwrap().1.push(route);
+            Ok(())
+        }
+    }
+
+    /// Each machine's routes, as read.
+    #[derive(Debug)]
+    struct ReadSet {
+        machines: BTreeMap<String, Vec<DeclaredRoute>>,
+    }
+
+    fn parse(text: &str, json: bool) -> std::result::Result<ReadSet, String> {
+        let mut got = Collected::default();
+        read_from(text.as_bytes(), json, &mut got).map_err(|e| match e {
+            ReadError::Malformed(why) => format!("malformed: {why}"),
+            ReadError::Refused(why) => format!("refused: {why}"),
+            ReadError::Io(e) => format!("io: {e}"),
+        })?;
+        Ok(ReadSet {
+            machines: got.0.into_iter().collect(),
+        })
+    }
+
+    #[test]
+    fn json_is_told_by_its_brace_and_streams_every_machine() {
+        let json = "\n  {\"machines\": {\"b\": {\"routes\": [{\"destination\": \"10.0.0.0/8\"}]}, \"a\": {}}}\n";
+        let set = parse(json, false).unwrap();
+        assert_eq!(set.machines["b"].len(), 1);
+        assert!(set.machines["a"].is_empty());
+    }
+
+    #[test]
+    fn a_machine_declared_twice_is_refused() {
+        let err = parse(
+            r#"{"machines": {"web": {"routes": []}, "web": {"routes": []}}}"#,
+            true,
+        )
+        .unwrap_err();
+        assert!(err.contains("\"web\" is declared twice"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_at_every_level() {
+        for text in [
+            r#"{"machines": {}, "extra": 1}"#,
+            r#"{"machines": {"web": {"routes": [], "extra": 1}}}"#,
+        ] {
+            let err = parse(text, true).unwrap_err();
+            assert!(err.contains("unknown field `extra`"), "{err}");
+        }
+        let err = parse(r#"{"machines": {}} trailing"#, true).unwrap_err();
+        assert!(err.starts_with("malformed"), "{err}");
+    }
+
+    #[test]
+    fn what_the_sink_refuses_is_reported_as_it_said() {
+        for (text, json) in [
+            (
+                r#"{"machines": {"web": {"routes": [{"destination": "refuse-me"}]}}}"#,
+                true,
+            ),
+            (
+                "[machines.web]\nroutes = [{ destination = \"refuse-me\" }]\n",
+                false,
+            ),
+        ] {
+            assert_eq!(parse(text, json).unwrap_err(), "refused: the sink said no");
+        }
+    }
+
     #[test]
     fn toml_and_json_read_the_same() {
         let toml = r#"
@@ -206,22 +484,22 @@ mod tests {
             {"destination": "10.50.0.0/16", "gateway": "10.77.1.1", "dev": "host0", "metric": 10,
              "src": null},
             {"destination": "192.0.2.0/24", "type": "blackhole", "table": 100}]}}}"#;
-        let a = RouteSet::parse(toml, false).unwrap();
-        let b = RouteSet::parse(json, true).unwrap();
-        assert_eq!(a.machines["web"].routes, b.machines["web"].routes);
+        let a = parse(toml, false).unwrap();
+        let b = parse(json, true).unwrap();
+        assert_eq!(a.machines["web"], b.machines["web"]);
         assert_eq!(
-            a.machines["web"].routes[0].words().join(" "),
+            a.machines["web"][0].words().join(" "),
             "10.50.0.0/16 via 10.77.1.1 dev host0 metric 10"
         );
         assert_eq!(
-            a.machines["web"].routes[1].words().join(" "),
+            a.machines["web"][1].words().join(" "),
             "blackhole 192.0.2.0/24 table 100"
         );
     }
 
     #[test]
     fn a_misspelt_key_is_refused() {
-        let err = RouteSet::parse(
+        let err = parse(
             r#"{"machines": {"web": {"routes": [{"destination": "default", "gatway": "10.0.0.1"}]}}}"#,
             true,
         )

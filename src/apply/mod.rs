@@ -6,13 +6,15 @@
 
 pub mod lock;
 pub mod plan;
+pub mod wanted;
 
 use crate::error::{Error, Result};
 use crate::netlink::{DumpEnd, NetlinkSocket, Request};
-use crate::route::identity::{resendable, KeySet, RouteKey};
+use crate::route::identity::{resendable, RouteKey};
 use crate::route::message::{Route, AF_INET, AF_INET6, RTM_F_CLONED};
 use crate::route::request::{RTM_DELROUTE, RTM_NEWROUTE};
-use plan::{Found, Plan, Step, Wanted};
+use plan::{Found, Plan, Step};
+use wanted::{hash_key, WantedRoutes};
 
 const RTM_GETROUTE: u16 = 26;
 const NLM_F_REPLACE: u16 = 0x100;
@@ -22,10 +24,10 @@ const NLM_F_APPEND: u16 = 0x800;
 const DUMP_ATTEMPTS: usize = 5;
 
 /// The routes of the table that apply may touch: ours (protocol `owner`) and whatever sits
-/// at a wanted key. Everything else is never looked at again, so memory follows the
-/// declared set and our own routes, not the table.
-pub fn snapshot(sock: &mut NetlinkSocket, wanted: &[Wanted], owner: u8) -> Result<Vec<Found>> {
-    let keys: KeySet = wanted.iter().map(|w| w.key).collect();
+/// at a wanted key (`key_hashes`: `WantedRoutes::key_hashes`; a hash that only collides
+/// keeps a route the plan then ignores). Everything else is never looked at again, so
+/// memory follows the declared set and our own routes, not the table.
+pub fn snapshot(sock: &mut NetlinkSocket, key_hashes: &[u64], owner: u8) -> Result<Vec<Found>> {
     'attempt: for _ in 0..DUMP_ATTEMPTS {
         let mut found = Vec::new();
         for family in [AF_INET, AF_INET6] {
@@ -45,7 +47,7 @@ pub fn snapshot(sock: &mut NetlinkSocket, wanted: &[Wanted], owner: u8) -> Resul
                     return Ok(());
                 }
                 let key = RouteKey::of(&route);
-                if route.protocol == owner || keys.contains(&key) {
+                if route.protocol == owner || key_hashes.binary_search(&hash_key(&key)).is_ok() {
                     found.push(Found {
                         message: msg.payload.to_vec(),
                         key,
@@ -84,22 +86,18 @@ pub struct Refused {
 pub fn execute(
     sock: &mut NetlinkSocket,
     plan: &Plan,
-    wanted: &[Wanted],
+    wanted: &WantedRoutes,
     found: &[Found],
     what: &str,
     mut progress: impl FnMut(usize, usize),
 ) -> std::result::Result<(), Box<Refused>> {
     let resent: Vec<Option<Vec<u8>>> = found_messages_to_resend(plan, found);
-    let requests: Vec<Request<'_>> = plan
-        .steps
-        .iter()
-        .map(|step| forward(*step, wanted, &resent))
-        .collect();
-    let total = requests.len();
+    let total = plan.steps.len();
     let mut done = vec![false; total];
     let mut refusals: Vec<(usize, Error)> = Vec::new();
     let mut answered = 0;
-    let sent = sock.request_many(&requests, what, |i, outcome| {
+    let request = |i: usize| forward(plan.steps[i], wanted, &resent);
+    let sent = sock.request_many(total, request, what, |i, outcome| {
         match outcome {
             None => done[i] = true,
             Some(error) => refusals.push((i, error)),
@@ -124,6 +122,7 @@ pub fn execute(
         .filter(|(_, ok)| **ok)
         .map(|(step, _)| *step)
         .collect();
+    drop(done);
     let (undone, undo_failures) = undo(sock, &succeeded, wanted, &resent, what);
     Err(Box::new(Refused {
         step: first.map_or(plan.steps[0], |i| plan.steps[i]),
@@ -139,48 +138,58 @@ fn found_messages_to_resend(plan: &Plan, found: &[Found]) -> Vec<Option<Vec<u8>>
     let mut resent = vec![None; found.len()];
     for step in &plan.steps {
         if let Step::Replace { old: f, .. } | Step::Delete(f) = *step {
-            resent[f] = Some(resendable(&found[f].message));
+            resent[f as usize] = Some(resendable(&found[f as usize].message));
         }
     }
     resent
 }
 
-fn forward<'a>(step: Step, wanted: &'a [Wanted], resent: &'a [Option<Vec<u8>>]) -> Request<'a> {
+fn forward<'a>(step: Step, wanted: &'a WantedRoutes, resent: &'a [Option<Vec<u8>>]) -> Request<'a> {
     match step {
         Step::Add(w) => Request {
             kind: RTM_NEWROUTE,
             flags: NLM_F_CREATE | NLM_F_EXCL,
-            payload: &wanted[w].request,
+            payload: wanted.request(w as usize),
         },
         Step::Replace { new, .. } => Request {
             kind: RTM_NEWROUTE,
             flags: NLM_F_CREATE | NLM_F_REPLACE,
-            payload: &wanted[new].request,
+            payload: wanted.request(new as usize),
         },
         Step::Delete(f) => Request {
             kind: RTM_DELROUTE,
             flags: 0,
-            payload: resent[f].as_deref().expect("prepared for every delete"),
+            payload: resent[f as usize]
+                .as_deref()
+                .expect("prepared for every delete"),
         },
     }
 }
 
 /// The request that reverses a step that was done.
-fn backward<'a>(step: Step, wanted: &'a [Wanted], resent: &'a [Option<Vec<u8>>]) -> Request<'a> {
+fn backward<'a>(
+    step: Step,
+    wanted: &'a WantedRoutes,
+    resent: &'a [Option<Vec<u8>>],
+) -> Request<'a> {
     match step {
         // Deleting exactly what was added: the request names every field it set.
         Step::Add(w) => Request {
             kind: RTM_DELROUTE,
             flags: 0,
-            payload: &wanted[w].request,
+            payload: wanted.request(w as usize),
         },
         Step::Replace { old, .. } => Request {
             kind: RTM_NEWROUTE,
             flags: NLM_F_CREATE | NLM_F_REPLACE,
-            payload: resent[old].as_deref().expect("prepared for every replace"),
+            payload: resent[old as usize]
+                .as_deref()
+                .expect("prepared for every replace"),
         },
         Step::Delete(f) => {
-            let payload = resent[f].as_deref().expect("prepared for every delete");
+            let payload = resent[f as usize]
+                .as_deref()
+                .expect("prepared for every delete");
             // IPv4 may hold several routes at one key, put back in their order; IPv6 may not.
             let again = if payload[0] == AF_INET {
                 NLM_F_APPEND
@@ -201,27 +210,31 @@ fn backward<'a>(step: Step, wanted: &'a [Wanted], resent: &'a [Option<Vec<u8>>])
 fn undo(
     sock: &mut NetlinkSocket,
     done: &[Step],
-    wanted: &[Wanted],
+    wanted: &WantedRoutes,
     resent: &[Option<Vec<u8>>],
     what: &str,
 ) -> (usize, Vec<(Step, Error)>) {
-    let steps: Vec<Step> = done.iter().rev().copied().collect();
-    let requests: Vec<Request<'_>> = steps
-        .iter()
-        .map(|step| backward(*step, wanted, resent))
-        .collect();
+    // done[len - 1] first: the last step done is the first undone.
+    let step = |i: usize| done[done.len() - 1 - i];
     let mut undone = 0;
     let mut failures = Vec::new();
     let mut start = 0;
-    while start < requests.len() {
-        let outcome = sock.request_many(&requests[start..], what, |i, refusal| match refusal {
-            None => undone += 1,
-            Some(e) => failures.push((steps[start + i], e)),
-        });
+    while start < done.len() {
+        let request = |i: usize| backward(step(start + i), wanted, resent);
+        let outcome =
+            sock.request_many(
+                done.len() - start,
+                request,
+                what,
+                |i, refusal| match refusal {
+                    None => undone += 1,
+                    Some(e) => failures.push((step(start + i), e)),
+                },
+            );
         match outcome {
             Ok(sent) => start += sent,
             Err(e) => {
-                failures.push((steps[start], e));
+                failures.push((step(start), e));
                 break;
             }
         }

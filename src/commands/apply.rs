@@ -9,7 +9,8 @@ use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use crate::apply::plan::{self, Conflict, Found, Plan, Step, Wanted};
+use crate::apply::plan::{self, Conflict, Found, Plan, Step};
+use crate::apply::wanted::WantedRoutes;
 use crate::apply::{self, lock};
 use crate::cli::ApplyArgs;
 use crate::error::{exit, Error, Result};
@@ -20,9 +21,8 @@ use crate::netns::{ExtraNamespaces, Isolation, PinnedNamespace};
 use crate::route::message::Route;
 use crate::route::names::Names;
 use crate::route::print::{Format, RoutePrinter, ShowOptions};
-use crate::route::request::{encode, Edit};
 use crate::route::spec::RouteSpec;
-use crate::routeset::RouteSet;
+use crate::routeset::{self, DeclaredRoute, RouteSink};
 use crate::target::Target;
 
 use super::route::MACHNET_PROTOCOL;
@@ -40,16 +40,16 @@ enum Mode {
     Check,
 }
 
-/// One machine's declared routes, parsed.
+/// One machine's declared routes, read and encoded.
+#[derive(Clone)]
 struct MachineSet {
     name: String,
     target: Target,
-    routes: Vec<RouteSpec>,
+    wanted: WantedRoutes,
 }
 
 pub async fn run(args: ApplyArgs) -> Result<i32> {
     let names = Names::load();
-    let set = RouteSet::load(&args.file)?;
     let owner = match &args.protocol {
         Some(p) => names.protocol_id(p).ok_or_else(|| {
             Error::Usage(format!("unknown routing protocol {p:?} for --protocol"))
@@ -61,9 +61,20 @@ pub async fn run(args: ApplyArgs) -> Result<i32> {
         (_, true) => Mode::Check,
         _ => Mode::Apply,
     };
-    let machines = parse_machines(&set, &args.machine, &names, &args.file)?;
-    // Every route is parsed now; the file's text form is no longer needed.
-    drop(set);
+    let (machines, declared) = read_machines(&args.file, &args.machine, &names, owner)?;
+    for name in &args.machine {
+        if !declared.contains(name) {
+            return Err(Error::Usage(format!(
+                "--machine {name}: {} declares no such machine (it declares: {})",
+                args.file.display(),
+                if declared.is_empty() {
+                    "none".to_string()
+                } else {
+                    declared.join(", ")
+                }
+            )));
+        }
+    }
     if machines.is_empty() {
         eprintln!(
             "machnet: {} declares no machines; nothing to do",
@@ -90,7 +101,7 @@ pub async fn run(args: ApplyArgs) -> Result<i32> {
 
     let mut worst = 0;
     let mut out_of_sync = false;
-    for machine in &machines {
+    for machine in machines {
         match apply_machine(&ctx, machine, machined.as_ref(), wait).await {
             Ok((changes_needed, report)) => {
                 super::write_stdout(report.as_bytes())?;
@@ -122,58 +133,86 @@ struct Context<'a> {
     mode: Mode,
 }
 
-/// The machines to work on (all in the file, or those named with --machine), each route
-/// parsed: a malformed route anywhere stops everything before anything is touched.
-fn parse_machines(
-    set: &RouteSet,
+/// Reads the machines to work on (all in the file, or those in `only`), each route parsed
+/// and encoded as it is read: a malformed route anywhere stops everything before anything
+/// is touched. Returns them by name, and every machine name the file declares.
+fn read_machines(
+    file: &std::path::Path,
     only: &[String],
     names: &Names,
-    file: &std::path::Path,
-) -> Result<Vec<MachineSet>> {
-    for name in only {
-        if !set.machines.contains_key(name) {
-            let declared: Vec<&str> = set.machines.keys().map(String::as_str).collect();
-            return Err(Error::Usage(format!(
-                "--machine {name}: {} declares no such machine (it declares: {})",
-                file.display(),
-                if declared.is_empty() {
-                    "none".to_string()
-                } else {
-                    declared.join(", ")
-                }
-            )));
-        }
-    }
-    let mut machines = Vec::new();
-    for (name, declared) in &set.machines {
-        if !only.is_empty() && !only.contains(name) {
-            continue;
+    owner: u8,
+) -> Result<(Vec<MachineSet>, Vec<String>)> {
+    let mut collector = Collector {
+        names,
+        owner,
+        only,
+        file,
+        declared: Vec::new(),
+        machines: Vec::new(),
+        keeping: false,
+    };
+    routeset::read(file, &mut collector)?;
+    let mut machines = collector.machines;
+    // The order reports come in, whatever the order of the file.
+    machines.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut declared = collector.declared;
+    declared.sort();
+    Ok((machines, declared))
+}
+
+/// Takes the machines and routes a route set hands out as it is read.
+struct Collector<'a> {
+    names: &'a Names,
+    owner: u8,
+    only: &'a [String],
+    file: &'a std::path::Path,
+    declared: Vec<String>,
+    machines: Vec<MachineSet>,
+    /// Whether the machine being read is one to keep.
+    keeping: bool,
+}
+
+impl RouteSink for Collector<'_> {
+    fn machine(&mut self, name: &str) -> std::result::Result<(), String> {
+        self.declared.push(name.to_string());
+        self.keeping = self.only.is_empty() || self.only.iter().any(|o| o == name);
+        if !self.keeping {
+            return Ok(());
         }
         let target: Target = name
             .parse()
-            .map_err(|e| Error::Usage(format!("{}: machine {name:?}: {e}", file.display())))?;
-        let routes = declared
-            .routes
-            .iter()
-            .enumerate()
-            .map(|(i, route)| {
-                route.to_spec(names).map(with_explicit_metric).map_err(|e| {
-                    Error::Usage(format!(
-                        "{}: machine {name}, route {} (\"{}\"): {e}",
-                        file.display(),
-                        i + 1,
-                        route.words().join(" ")
-                    ))
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        machines.push(MachineSet {
-            name: name.clone(),
+            .map_err(|e| format!("{}: machine {name:?}: {e}", self.file.display()))?;
+        self.machines.push(MachineSet {
+            name: name.to_string(),
             target,
-            routes,
+            wanted: WantedRoutes::default(),
         });
+        Ok(())
     }
-    Ok(machines)
+
+    fn route(&mut self, route: DeclaredRoute) -> std::result::Result<(), String> {
+        if !self.keeping {
+            return Ok(());
+        }
+        let machine = self
+            .machines
+            .last_mut()
+            .expect("a machine begins before its routes");
+        let index = machine.wanted.len();
+        route
+            .to_spec(self.names)
+            .map(with_explicit_metric)
+            .and_then(|spec| machine.wanted.push(&spec, self.owner))
+            .map_err(|e| {
+                format!(
+                    "{}: machine {}, route {} (\"{}\"): {e}",
+                    self.file.display(),
+                    machine.name,
+                    index + 1,
+                    route.words().join(" ")
+                )
+            })
+    }
 }
 
 /// An IPv6 route without a metric gets the kernel's default (1024) written out, so the
@@ -190,41 +229,33 @@ fn with_explicit_metric(mut spec: RouteSpec) -> RouteSpec {
 /// for --dry-run/--check, would be) needed, and what to tell the user.
 async fn apply_machine(
     ctx: &Context<'_>,
-    machine: &MachineSet,
+    machine: MachineSet,
     machined: Option<&Machined>,
     wait: Option<Duration>,
 ) -> Result<(bool, String)> {
     let devices: HashSet<&str> = machine
-        .routes
+        .wanted
+        .devices()
         .iter()
-        .filter_map(|r| r.nexthop.dev.as_deref())
+        .map(String::as_str)
         .collect();
     let (namespace, mut sock, links) =
-        wait_for_machine(ctx, machine, machined, &devices, wait).await?;
+        wait_for_machine(ctx, &machine, machined, &devices, wait).await?;
+    drop(devices);
     let label = &namespace.label;
     let wanted = machine
-        .routes
-        .iter()
-        .enumerate()
-        .map(|(index, spec)| {
-            let request = encode(spec, Edit::Replace, ctx.owner, &links).map_err(|e| {
-                Error::NoSuchTarget(format!(
-                    "{label}: route {} ({}): {e}; nothing was changed",
-                    index + 1,
-                    spec_text(spec)
-                ))
-            })?;
-            Ok(Wanted::new(index, request))
-        })
-        .collect::<Result<Vec<_>>>()?;
+        .wanted
+        .resolve(&links)
+        .map_err(|e| Error::NoSuchTarget(format!("{label}: {e}; nothing was changed")))?;
 
     // Read-only modes look without the lock: they change nothing and must not wait.
     let _lock = match ctx.mode {
         Mode::Apply => Some(lock::lock_namespace(namespace.inode)?),
         _ => None,
     };
-    let found = apply::snapshot(&mut sock, &wanted, ctx.owner)?;
-    let plan = plan::plan(&wanted, &found, ctx.owner, ctx.adopt)
+    let key_hashes = wanted.key_hashes();
+    let found = apply::snapshot(&mut sock, &key_hashes, ctx.owner)?;
+    let plan = plan::plan(&wanted, key_hashes, &found, ctx.owner, ctx.adopt)
         .map_err(|conflicts| conflict_error(ctx, label, &conflicts, &wanted, &found, &links))?;
 
     let printer = printer(ctx.names, &links);
@@ -278,8 +309,7 @@ pub struct Declared {
 impl Declared {
     pub fn load(file: &std::path::Path) -> Result<Declared> {
         let names = Names::load();
-        let set = RouteSet::load(file)?;
-        let machines = parse_machines(&set, &[], &names, file)?;
+        let (machines, _) = read_machines(file, &[], &names, MACHNET_PROTOCOL)?;
         Ok(Declared { names, machines })
     }
 
@@ -304,7 +334,8 @@ impl Declared {
             allow_host: false,
             mode: Mode::Apply,
         };
-        apply_machine(&ctx, set, machined, None).await
+        // A copy: the set is applied again at every fight, with the links of the moment.
+        apply_machine(&ctx, set.clone(), machined, None).await
     }
 }
 
@@ -403,25 +434,13 @@ fn route_line(printer: &RoutePrinter<'_>, message: &[u8]) -> String {
     String::from_utf8_lossy(&line).trim_end().to_string()
 }
 
-fn spec_text(spec: &RouteSpec) -> String {
-    let prefix = match spec.dst.addr {
-        Some(addr) => format!("{addr}/{}", spec.dst.len),
-        None if spec.dst.len == 0 => "default".into(),
-        None => format!("0/{}", spec.dst.len),
-    };
-    match &spec.nexthop.dev {
-        Some(dev) => format!("{prefix} dev {dev}"),
-        None => prefix,
-    }
-}
-
 /// The plan as a diff in `ip route` syntax: `+` added, `~` replaced (with what it was),
 /// `-` deleted. Lines starting with `#` are comments.
 fn write_plan(
     out: &mut Vec<u8>,
     machine: &str,
     plan: &Plan,
-    wanted: &[Wanted],
+    wanted: &WantedRoutes,
     found: &[Found],
     printer: &RoutePrinter<'_>,
 ) {
@@ -448,20 +467,20 @@ fn write_plan(
 /// Each step of the plan as a diff line (a replace also gets a `#   was:` line).
 fn plan_lines(
     plan: &Plan,
-    wanted: &[Wanted],
+    wanted: &WantedRoutes,
     found: &[Found],
     printer: &RoutePrinter<'_>,
 ) -> Vec<String> {
     plan.steps
         .iter()
         .map(|step| match *step {
-            Step::Add(w) => format!("+ {}", route_line(printer, &wanted[w].request)),
+            Step::Add(w) => format!("+ {}", route_line(printer, wanted.request(w as usize))),
             Step::Replace { new, old } => format!(
                 "~ {}\n#   was: {}",
-                route_line(printer, &wanted[new].request),
-                route_line(printer, &found[old].message)
+                route_line(printer, wanted.request(new as usize)),
+                route_line(printer, &found[old as usize].message)
             ),
-            Step::Delete(f) => format!("- {}", route_line(printer, &found[f].message)),
+            Step::Delete(f) => format!("- {}", route_line(printer, &found[f as usize].message)),
         })
         .collect()
 }
@@ -474,14 +493,7 @@ pub async fn drift(
     machined: Option<&Machined>,
 ) -> Result<Vec<(String, Result<Vec<String>>)>> {
     let names = Names::load();
-    let set = RouteSet::load(file)?;
-    let declared: Vec<String> = set
-        .machines
-        .keys()
-        .filter(|m| only.is_empty() || only.contains(m))
-        .cloned()
-        .collect();
-    let machines = parse_machines(&set, &declared, &names, file)?;
+    let (machines, _) = read_machines(file, only, &names, MACHNET_PROTOCOL)?;
     let ctx = Context {
         names: &names,
         owner: MACHNET_PROTOCOL,
@@ -490,36 +502,25 @@ pub async fn drift(
         mode: Mode::Check,
     };
     let mut out = Vec::new();
-    for machine in &machines {
+    for machine in machines {
+        let name = machine.name.clone();
         let lines = async {
             let devices = HashSet::new();
             let (namespace, mut sock, links) =
-                wait_for_machine(&ctx, machine, machined, &devices, None).await?;
+                wait_for_machine(&ctx, &machine, machined, &devices, None).await?;
             let wanted = machine
-                .routes
-                .iter()
-                .enumerate()
-                .map(|(index, spec)| {
-                    encode(spec, Edit::Replace, ctx.owner, &links)
-                        .map(|request| Wanted::new(index, request))
-                        .map_err(|e| {
-                            Error::NoSuchTarget(format!(
-                                "{}: route {} ({}): {e}",
-                                namespace.label,
-                                index + 1,
-                                spec_text(spec)
-                            ))
-                        })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let found = apply::snapshot(&mut sock, &wanted, ctx.owner)?;
-            let plan = plan::plan(&wanted, &found, ctx.owner, true)
+                .wanted
+                .resolve(&links)
+                .map_err(|e| Error::NoSuchTarget(format!("{}: {e}", namespace.label)))?;
+            let key_hashes = wanted.key_hashes();
+            let found = apply::snapshot(&mut sock, &key_hashes, ctx.owner)?;
+            let plan = plan::plan(&wanted, key_hashes, &found, ctx.owner, true)
                 .map_err(|_| Error::Usage("the route set declares one route key twice; `machnet apply --check` says which".into()))?;
             let printer = printer(&names, &links);
             Ok(plan_lines(&plan, &wanted, &found, &printer))
         }
         .await;
-        out.push((machine.name.clone(), lines));
+        out.push((name, lines));
     }
     Ok(out)
 }
@@ -528,7 +529,7 @@ fn conflict_error(
     ctx: &Context<'_>,
     label: &str,
     conflicts: &[Conflict],
-    wanted: &[Wanted],
+    wanted: &WantedRoutes,
     found: &[Found],
     links: &LinkNames,
 ) -> Error {
@@ -542,16 +543,16 @@ fn conflict_error(
             } => format!(
                 "declared route {} ({}) has the key of a route machnet does not own ({}); pass \
                  --adopt to replace it, or give the declared route another metric or table",
-                wanted[w].index + 1,
-                route_line(&printer, &wanted[w].request),
+                w + 1,
+                route_line(&printer, wanted.request(w)),
                 route_line(&printer, &found[f].message),
             ),
             Conflict::SameKey { first, second } => format!(
                 "declared routes {} and {} have one key (prefix, table, metric), so the second \
                  would overwrite the first ({})",
-                wanted[first].index + 1,
-                wanted[second].index + 1,
-                route_line(&printer, &wanted[second].request),
+                first + 1,
+                second + 1,
+                route_line(&printer, wanted.request(second)),
             ),
         })
         .collect();
@@ -564,24 +565,24 @@ fn conflict_error(
 fn refusal_error(
     label: &str,
     refused: &apply::Refused,
-    wanted: &[Wanted],
+    wanted: &WantedRoutes,
     found: &[Found],
     printer: &RoutePrinter<'_>,
 ) -> Error {
     let step = match refused.step {
         Step::Add(w) => format!(
             "adding declared route {} ({})",
-            wanted[w].index + 1,
-            route_line(printer, &wanted[w].request)
+            w + 1,
+            route_line(printer, wanted.request(w as usize))
         ),
         Step::Replace { new, .. } => format!(
             "replacing with declared route {} ({})",
-            wanted[new].index + 1,
-            route_line(printer, &wanted[new].request)
+            new + 1,
+            route_line(printer, wanted.request(new as usize))
         ),
         Step::Delete(f) => format!(
             "deleting undeclared route {}",
-            route_line(printer, &found[f].message)
+            route_line(printer, &found[f as usize].message)
         ),
     };
     let others = match refused.also_refused {

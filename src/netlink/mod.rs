@@ -223,24 +223,26 @@ impl NetlinkSocket {
 
     /// Sends many requests that change something, many per datagram, and collects their
     /// acks: one round trip per [`BATCH_BYTES`] of requests instead of one per request.
-    /// `on_ack(i, outcome)` hears about each request in order: `None` for done, or the
+    /// Request `i` (of `count`) is `request(i)`, made when its datagram is filled, so a
+    /// million requests are never all held at once. `on_ack(i, outcome)` hears about each request in order: `None` for done, or the
     /// kernel's refusal. The kernel carries on with the rest of a datagram after a refusal,
     /// so every request in it gets its own answer; after a batch with a refusal, no further
     /// batch is sent. Returns how many requests were sent (and answered).
-    pub fn request_many(
+    pub fn request_many<'r>(
         &mut self,
-        requests: &[Request<'_>],
+        count: usize,
+        request: impl Fn(usize) -> Request<'r>,
         what: &str,
         mut on_ack: impl FnMut(usize, Option<Error>),
     ) -> Result<usize> {
         let mut sent = 0;
         let mut datagram = Vec::with_capacity(BATCH_BYTES + 4096);
-        while sent < requests.len() {
+        while sent < count {
             datagram.clear();
             let first = sent;
             let first_seq = self.seq.wrapping_add(1);
-            while sent < requests.len() && (sent == first || datagram.len() < BATCH_BYTES) {
-                let r = &requests[sent];
+            while sent < count && (sent == first || datagram.len() < BATCH_BYTES) {
+                let r = request(sent);
                 self.seq = self.seq.wrapping_add(1);
                 push_message(
                     &mut datagram,
