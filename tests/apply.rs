@@ -384,6 +384,66 @@ routes = [
     assert_eq!(b.tables("qbittorrent"), tables);
 }
 
+/// Only the last request of each datagram asks for an ack (the kernel answers refusals
+/// anyway): a refusal in a later datagram, or as the very last request, must still be
+/// found, named, and everything done before it undone.
+#[test]
+fn a_refusal_in_a_later_datagram_or_last_of_all_is_undone_too() {
+    let b = bench("late-refusal");
+    let tables = b.tables("qbittorrent");
+    // 5,000 blackhole routes are about 180 KiB of requests: three 64 KiB datagrams.
+    let routes = |bad_at: usize| -> String {
+        let mut text = String::from("{\"machines\": {\"qbittorrent\": {\"routes\": [");
+        for i in 0..5000 {
+            if i > 0 {
+                text.push(',');
+            }
+            if i == bad_at {
+                text.push_str(
+                    r#"{"destination": "10.66.0.0/16", "gateway": "10.200.0.1", "dev": "host0"}"#,
+                );
+            } else {
+                text.push_str(&format!(
+                    r#"{{"destination": "10.{}.{}.0/24", "type": "blackhole"}}"#,
+                    100 + i / 256,
+                    i % 256
+                ));
+            }
+        }
+        text.push_str("]}}}");
+        text
+    };
+    for bad_at in [3500, 4999] {
+        let file = b.file(&format!("late-{bad_at}.json"), &routes(bad_at));
+        let err = fails_cleanly(
+            &machnet(&["apply", &file]),
+            7,
+            "refusal in a later datagram",
+        );
+        // Everything before the refused route was done, and the rest of its datagram
+        // after it; later datagrams are never sent.
+        let undone: usize = err
+            .split("was put back (")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no count of steps undone: {err}"));
+        assert!(
+            err.contains(&format!(
+                "adding declared route {} (10.66.0.0/16 via 10.200.0.1",
+                bad_at + 1
+            )) && undone >= bad_at
+                && undone <= 4999,
+            "{err}"
+        );
+        assert_eq!(
+            b.tables("qbittorrent"),
+            tables,
+            "refused at {bad_at}: the table is as it was"
+        );
+    }
+}
+
 #[test]
 fn two_applies_at_once_leave_one_set_or_the_other() {
     let b = bench("race");

@@ -221,13 +221,20 @@ impl NetlinkSocket {
         Ok(())
     }
 
-    /// Sends many requests that change something, many per datagram, and collects their
-    /// acks: one round trip per [`BATCH_BYTES`] of requests instead of one per request.
-    /// Request `i` (of `count`) is `request(i)`, made when its datagram is filled, so a
-    /// million requests are never all held at once. `on_ack(i, outcome)` hears about each request in order: `None` for done, or the
-    /// kernel's refusal. The kernel carries on with the rest of a datagram after a refusal,
-    /// so every request in it gets its own answer; after a batch with a refusal, no further
-    /// batch is sent. Returns how many requests were sent (and answered).
+    /// Sends many requests that change something, many per datagram, and learns what
+    /// became of each: one round trip per [`BATCH_BYTES`] of requests instead of one per
+    /// request. Request `i` (of `count`) is `request(i)`, made when its datagram is filled,
+    /// so a million requests are never all held at once.
+    ///
+    /// Only the last request of a datagram asks for an ack. The kernel answers every
+    /// refusal whether asked or not, and runs a datagram's requests in order, carrying on
+    /// after a refusal; so when the last one is answered, every request before it is done
+    /// or has been refused. That spares the kernel making, and us reading, an ack per
+    /// route (BENCHMARKS.md, apply).
+    ///
+    /// `on_ack(i, outcome)` hears about each request in order: `None` for done, or the
+    /// kernel's refusal. After a datagram with a refusal, no further one is sent. Returns
+    /// how many requests were sent (and answered).
     pub fn request_many<'r>(
         &mut self,
         count: usize,
@@ -241,37 +248,45 @@ impl NetlinkSocket {
             datagram.clear();
             let first = sent;
             let first_seq = self.seq.wrapping_add(1);
+            let mut last_at = 0;
             while sent < count && (sent == first || datagram.len() < BATCH_BYTES) {
                 let r = request(sent);
                 self.seq = self.seq.wrapping_add(1);
+                last_at = datagram.len();
                 push_message(
                     &mut datagram,
                     r.kind,
-                    REQUEST_ACK | r.flags,
+                    NLM_F_REQUEST | r.flags,
                     self.seq,
                     r.payload,
                 );
                 sent += 1;
             }
+            set_flag(&mut datagram[last_at..], NLM_F_ACK);
             self.send_raw(&datagram, what)?;
             let batch = sent - first;
-            let mut answered = 0;
-            let mut refused = false;
+            let mut refusals: Vec<(usize, Error)> = Vec::new();
             self.read_messages(what, |msg, seq| {
                 let offset = seq.wrapping_sub(first_seq) as usize;
                 if msg.kind != NLMSG_ERROR || offset >= batch {
                     return Ok(Flow::Continue);
                 }
-                let outcome = refusal(msg.payload, what);
-                refused |= outcome.is_some();
-                on_ack(first + offset, outcome);
-                answered += 1;
-                Ok(if answered == batch {
+                if let Some(error) = refusal(msg.payload, what) {
+                    refusals.push((offset, error));
+                }
+                Ok(if offset == batch - 1 {
                     Flow::Stop
                 } else {
                     Flow::Continue
                 })
             })?;
+            let refused = !refusals.is_empty();
+            refusals.sort_by_key(|(offset, _)| *offset);
+            let mut refusals = refusals.into_iter().peekable();
+            for offset in 0..batch {
+                let outcome = refusals.next_if(|(o, _)| *o == offset).map(|(_, e)| e);
+                on_ack(first + offset, outcome);
+            }
             if refused {
                 break;
             }
@@ -468,6 +483,12 @@ const QUERY_WINDOW: usize = 32;
 const RECEIVE_BUFFER: i32 = 4 * 1024 * 1024;
 
 /// Appends one netlink message (header, payload, padding) to a datagram.
+/// ORs `flag` into the nlmsg_flags of the message at the start of `message`.
+fn set_flag(message: &mut [u8], flag: u16) {
+    let flags = u16::from_ne_bytes([message[6], message[7]]) | flag;
+    message[6..8].copy_from_slice(&flags.to_ne_bytes());
+}
+
 fn push_message(buf: &mut Vec<u8>, kind: u16, flags: u16, seq: u32, payload: &[u8]) {
     let total = NLMSG_HDRLEN + payload.len();
     buf.extend_from_slice(&(total as u32).to_ne_bytes());
