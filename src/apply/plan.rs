@@ -110,10 +110,8 @@ pub fn plan(
             Conflict::Foreign { .. } => None,
         })
         .collect();
-    let mut found_at: KeyMap<Vec<usize>> = KeyMap::default();
-    for (i, f) in found.iter().enumerate() {
-        found_at.entry(f.key).or_default().push(i);
-    }
+    let found_at = FoundByKey::new(found);
+    let mut here = Vec::new();
     // Found routes at a declared key: only the others of ours are deleted.
     let mut declared = vec![false; found.len()];
     let mut plan = Plan::default();
@@ -122,11 +120,12 @@ pub fn plan(
         if repeated.binary_search(&w).is_ok() {
             continue;
         }
-        let Some(here) = found_at.get(&wanted.key(w)) else {
+        found_at.get(&wanted.key(w), &mut here);
+        if here.is_empty() {
             plan.steps.push(Step::Add(at(w)));
             continue;
-        };
-        for &f in here {
+        }
+        for &f in &here {
             declared[f] = true;
         }
         if let [only] = here[..] {
@@ -165,6 +164,41 @@ pub fn plan(
     plan.steps
         .extend(deletes.into_iter().map(|f| Step::Delete(at(f))));
     Ok(plan)
+}
+
+/// Found routes by key: the first at each key, and each one's next at the same key. A
+/// chain rather than a Vec per key: re-applying 100,000 routes made 100,000 small Vecs,
+/// a tenth of its time in malloc and free.
+struct FoundByKey {
+    first: KeyMap<u32>,
+    next: Vec<u32>,
+}
+
+const NONE: u32 = u32::MAX;
+
+impl FoundByKey {
+    fn new(found: &[Found]) -> FoundByKey {
+        let mut first: KeyMap<u32> = KeyMap::default();
+        first.reserve(found.len());
+        let mut next = vec![NONE; found.len()];
+        // Backwards, so each chain runs in table order.
+        for (i, f) in found.iter().enumerate().rev() {
+            if let Some(later) = first.insert(f.key, at(i)) {
+                next[i] = later;
+            }
+        }
+        FoundByKey { first, next }
+    }
+
+    /// The found routes at `key`, in table order, into `here` (emptied first).
+    fn get(&self, key: &RouteKey, here: &mut Vec<usize>) {
+        here.clear();
+        let mut at = self.first.get(key).copied().unwrap_or(NONE);
+        while at != NONE {
+            here.push(at as usize);
+            at = self.next[at as usize];
+        }
+    }
 }
 
 /// Declared routes that share a key with an earlier one (ascending by the later one).
