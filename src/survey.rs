@@ -23,9 +23,11 @@ use crate::route::message::{
 };
 use crate::target::pin_machine;
 
-/// Namespaces read at once. Each reader holds one netlink socket and one table's worth of
-/// facts at a time, so this bounds sockets and memory however many machines there are.
-const READERS: usize = 8;
+/// Namespaces whose sockets are open at once: bounds open sockets however many machines
+/// there are.
+const BATCH: usize = 64;
+/// Threads reading a batch's namespaces (their sockets are made by one other thread).
+const READERS: usize = 4;
 const RTM_NEWROUTE: u16 = 24;
 const RTM_GETROUTE: u16 = 26;
 const RTNH_F_DEAD: u32 = 1;
@@ -144,6 +146,7 @@ impl Survey {
 
 /// Reads every machine (or those in `only`) and the host.
 pub async fn survey(machined: &Machined, only: &[String]) -> Result<Survey> {
+    crate::netns::raise_open_file_limit();
     crate::netns::require_privileges()?;
     let mut pinned: Vec<(MachineView, Option<PinnedNamespace>)> = Vec::new();
     for (name, path) in machined.list().await? {
@@ -221,33 +224,45 @@ pub async fn survey(machined: &Machined, only: &[String]) -> Result<Survey> {
     })
 }
 
-/// Reads the pinned namespaces with up to READERS threads; a namespace that cannot be
-/// read marks its machine unreadable.
+/// Reads the pinned namespaces BATCH at a time: each batch's sockets made on one thread
+/// that enters each namespace in turn, then read by up to READERS threads. A namespace
+/// that cannot be read marks its machine unreadable.
 fn read_namespaces(pinned: &mut [(MachineView, Option<PinnedNamespace>)]) {
-    let next = AtomicUsize::new(0);
-    let slots: Vec<Mutex<&mut (MachineView, Option<PinnedNamespace>)>> =
-        pinned.iter_mut().map(Mutex::new).collect();
-    std::thread::scope(|scope| {
-        for _ in 0..READERS.min(slots.len()) {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(slot) = slots.get(i) else { break };
-                let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
-                let (view, namespace) = &mut **slot;
-                let Some(ns) = namespace.as_ref() else {
-                    continue;
-                };
-                let read = ns
-                    .open_netlink()
-                    .and_then(|mut sock| read_namespace(&mut sock));
-                match read {
-                    Ok(net) => view.net = Some(net),
-                    Err(e) => view.state = MachineState::Unreadable(e.to_string()),
-                }
-            });
-        }
-    });
+    for batch in pinned.chunks_mut(BATCH) {
+        let namespaces: Vec<&PinnedNamespace> =
+            batch.iter().filter_map(|(_, ns)| ns.as_ref()).collect();
+        let mut sockets = PinnedNamespace::open_netlink_each(&namespaces).into_iter();
+        let jobs: Vec<Mutex<Option<ReadJob<'_>>>> = batch
+            .iter_mut()
+            .filter(|(_, ns)| ns.is_some())
+            .map(|(view, _)| {
+                let socket = sockets.next().expect("a socket for each namespace");
+                Mutex::new(Some((view, socket)))
+            })
+            .collect();
+        let next = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..READERS.min(jobs.len()) {
+                scope.spawn(|| {
+                    while let Some(job) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        let (view, socket) = job
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .take()
+                            .expect("each job is taken once");
+                        match socket.and_then(|mut sock| read_namespace(&mut sock)) {
+                            Ok(net) => view.net = Some(net),
+                            Err(e) => view.state = MachineState::Unreadable(e.to_string()),
+                        }
+                    }
+                });
+            }
+        });
+    }
 }
+
+/// A machine to fill in, and the socket to read its namespace with.
+type ReadJob<'a> = (&'a mut MachineView, Result<NetlinkSocket>);
 
 fn read_namespace(sock: &mut NetlinkSocket) -> Result<Namespace> {
     Ok(Namespace {

@@ -46,3 +46,25 @@ fn every_machines_table_is_what_ip_prints_there() {
         "nothing from a stale machine"
     );
 }
+
+/// Commands that read every machine hold two descriptors per machine for their whole run;
+/// a soft limit far below what that needs (the usual 1024 stopped them near 500
+/// machines) is raised to the hard limit rather than failing with EMFILE.
+#[test]
+fn a_low_soft_limit_on_open_files_is_raised_not_hit() {
+    let _bed = testbed();
+    for args in [&["routes", "--all"][..], &["audit"][..]] {
+        let unlimited = machnet(args);
+        let mut low = std::process::Command::new("prlimit");
+        low.args(["--nofile=12:4096", common::machnet_bin()])
+            .args(args);
+        let out = common::run(low);
+        assert!(
+            !stderr(&out).contains("Too many open files"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert_eq!(out.status.code(), unlimited.status.code(), "{args:?}");
+        assert_eq!(common::stdout(&out), common::stdout(&unlimited), "{args:?}");
+    }
+}

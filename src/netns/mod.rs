@@ -254,6 +254,41 @@ impl PinnedNamespace {
         })
     }
 
+    /// Opens an rtnetlink socket in each of `namespaces`, all on one thread of its own that
+    /// enters them in turn and then ends, as [`open_netlink`](Self::open_netlink) does for
+    /// one. For reading many machines: a thread per namespace, each with a 2 MiB stack
+    /// mapped and unmapped, cost more than reading their tables (BENCHMARKS.md).
+    pub fn open_netlink_each(namespaces: &[&PinnedNamespace]) -> Vec<Result<NetlinkSocket>> {
+        let in_each = || -> Vec<Result<NetlinkSocket>> {
+            namespaces
+                .iter()
+                .map(|ns| {
+                    nix::sched::setns(ns.netns.as_fd(), CloneFlags::CLONE_NEWNET)
+                        .map_err(io::Error::from)
+                        .and_then(|()| NetlinkSocket::open_in_current_netns(Protocol::Route))
+                        .map_err(|e| {
+                            Error::io(format!("{}: opening a netlink socket inside", ns.label), e)
+                        })
+                })
+                .collect()
+        };
+        let made = std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("machnet-setns".into())
+                .spawn_scoped(scope, in_each)
+                .map_err(|e| Error::io("starting a thread", e))?
+                .join()
+                .map_err(|_| Error::Other("the namespace thread panicked".into()))
+        });
+        match made {
+            Ok(sockets) => sockets,
+            Err(e) => namespaces
+                .iter()
+                .map(|_| Err(Error::Other(e.to_string())))
+                .collect(),
+        }
+    }
+
     /// Checks that the pinned process (if any) is still alive: a namespace held through a
     /// dead leader still works, but a machine whose leader died is stale.
     pub fn leader_alive(&self) -> Result<bool> {
@@ -313,6 +348,31 @@ pub fn host_netns_inodes() -> Vec<u64> {
 /// Fails early, before any D-Bus call, when machnet lacks what entering another
 /// namespace takes: CAP_SYS_ADMIN for setns, CAP_SYS_PTRACE to open another user's
 /// /proc/PID/ns. Saying so up front beats a bare "Permission denied" halfway through.
+/// Lets the process hold as many descriptors as its hard limit allows. Commands that read
+/// every machine hold two per machine (pidfd, netns) for as long as they run, and the usual
+/// soft limit of 1024 stopped them near 500 machines with EMFILE. machnet uses epoll, never
+/// select(2) (the reason that soft limit is low); only commands that pin every machine call
+/// this, so `exec` hands its command the limits it was given.
+pub fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit on a valid rlimit of the type they take.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                tracing::debug!(
+                    "could not raise the open file limit: {}",
+                    io::Error::last_os_error()
+                );
+            }
+        }
+    }
+}
+
 pub fn require_privileges() -> Result<()> {
     const CAP_SYS_PTRACE: u32 = 19;
     const CAP_SYS_ADMIN: u32 = 21;

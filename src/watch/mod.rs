@@ -65,6 +65,7 @@ enum Line {
 }
 
 pub async fn run(machined: Machined, options: Options) -> Result<i32> {
+    crate::netns::raise_open_file_limit();
     let machined = Rc::new(machined);
     // Loaded once and kept for the life of the process: every machine task formats with
     // it, and tasks must own or borrow 'static data.
