@@ -26,3 +26,4 @@ pub mod target;
 pub mod topology;
 pub mod watch;
 pub mod whois;
+pub mod workers;

@@ -214,9 +214,12 @@ pub fn read_from(
             refused: None,
         };
         let mut de = serde_json::Deserializer::from_reader(input);
-        let parsed = TopLevel(&mut reader)
-            .deserialize(&mut de)
-            .and_then(|()| de.end());
+        let top = OnlyKey {
+            keys: &["machines"],
+            expecting: "a route set: {\"machines\": {...}}",
+            value: Machines(&mut reader),
+        };
+        let parsed = top.deserialize(&mut de).and_then(|()| de.end());
         return match (parsed, reader.refused) {
             (_, Some(why)) => Err(ReadError::Refused(why)),
             (Err(e), None) if e.is_io() => Err(ReadError::Io(e.into())),
@@ -253,34 +256,39 @@ impl<S: RouteSink> Reader<'_, S> {
     }
 }
 
-struct TopLevel<'r, 's, S>(&'r mut Reader<'s, S>);
 struct Machines<'r, 's, S>(&'r mut Reader<'s, S>);
-struct OneMachine<'r, 's, S>(&'r mut Reader<'s, S>);
 struct Routes<'r, 's, S>(&'r mut Reader<'s, S>);
 
-impl<'de, S: RouteSink> DeserializeSeed<'de> for TopLevel<'_, '_, S> {
+/// A JSON object whose one key may only be `keys[0]`, its value read by `value`: the top
+/// level (`machines`) and each machine (`routes`).
+struct OnlyKey<T> {
+    keys: &'static [&'static str],
+    expecting: &'static str,
+    value: T,
+}
+
+impl<'de, T: DeserializeSeed<'de, Value = ()>> DeserializeSeed<'de> for OnlyKey<T> {
     type Value = ();
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
         d.deserialize_map(self)
     }
 }
 
-impl<'de, S: RouteSink> Visitor<'de> for TopLevel<'_, '_, S> {
+impl<'de, T: DeserializeSeed<'de, Value = ()>> Visitor<'de> for OnlyKey<T> {
     type Value = ();
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a route set: {\"machines\": {...}}")
+        f.write_str(self.expecting)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
-        let mut seen = false;
+        let mut value = Some(self.value);
         while let Some(key) = map.next_key::<String>()? {
-            match key.as_str() {
-                "machines" if seen => return Err(de::Error::duplicate_field("machines")),
-                "machines" => {
-                    seen = true;
-                    map.next_value_seed(Machines(&mut *self.0))?;
-                }
-                other => return Err(de::Error::unknown_field(other, &["machines"])),
+            if key != self.keys[0] {
+                return Err(de::Error::unknown_field(&key, self.keys));
             }
+            let Some(seed) = value.take() else {
+                return Err(de::Error::duplicate_field(self.keys[0]));
+            };
+            map.next_value_seed(seed)?;
         }
         Ok(())
     }
@@ -309,35 +317,11 @@ impl<'de, S: RouteSink> Visitor<'de> for Machines<'_, '_, S> {
             if let Err(why) = self.0.sink.machine(&name) {
                 return Err(self.0.refuse(why));
             }
-            map.next_value_seed(OneMachine(&mut *self.0))?;
-        }
-        Ok(())
-    }
-}
-
-impl<'de, S: RouteSink> DeserializeSeed<'de> for OneMachine<'_, '_, S> {
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de, S: RouteSink> Visitor<'de> for OneMachine<'_, '_, S> {
-    type Value = ();
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a machine: {\"routes\": [...]}")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
-        let mut seen = false;
-        while let Some(key) = map.next_key::<String>()? {
-            match key.as_str() {
-                "routes" if seen => return Err(de::Error::duplicate_field("routes")),
-                "routes" => {
-                    seen = true;
-                    map.next_value_seed(Routes(&mut *self.0))?;
-                }
-                other => return Err(de::Error::unknown_field(other, &["routes"])),
-            }
+            map.next_value_seed(OnlyKey {
+                keys: &["routes"],
+                expecting: "a machine: {\"routes\": [...]}",
+                value: Routes(&mut *self.0),
+            })?;
         }
         Ok(())
     }

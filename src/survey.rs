@@ -8,8 +8,6 @@
 //! for longer than it takes to make a socket.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use serde::Serialize;
 
@@ -232,30 +230,15 @@ fn read_namespaces(pinned: &mut [(MachineView, Option<PinnedNamespace>)]) {
         let namespaces: Vec<&PinnedNamespace> =
             batch.iter().filter_map(|(_, ns)| ns.as_ref()).collect();
         let mut sockets = PinnedNamespace::open_netlink_each(&namespaces).into_iter();
-        let jobs: Vec<Mutex<Option<ReadJob<'_>>>> = batch
+        let jobs: Vec<ReadJob<'_>> = batch
             .iter_mut()
             .filter(|(_, ns)| ns.is_some())
-            .map(|(view, _)| {
-                let socket = sockets.next().expect("a socket for each namespace");
-                Mutex::new(Some((view, socket)))
-            })
+            .map(|(view, _)| (view, sockets.next().expect("a socket for each namespace")))
             .collect();
-        let next = AtomicUsize::new(0);
-        std::thread::scope(|scope| {
-            for _ in 0..READERS.min(jobs.len()) {
-                scope.spawn(|| {
-                    while let Some(job) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        let (view, socket) = job
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .take()
-                            .expect("each job is taken once");
-                        match socket.and_then(|mut sock| read_namespace(&mut sock)) {
-                            Ok(net) => view.net = Some(net),
-                            Err(e) => view.state = MachineState::Unreadable(e.to_string()),
-                        }
-                    }
-                });
+        crate::workers::run_on_threads(jobs, READERS, |(view, socket): ReadJob<'_>| {
+            match socket.and_then(|mut sock| read_namespace(&mut sock)) {
+                Ok(net) => view.net = Some(net),
+                Err(e) => view.state = MachineState::Unreadable(e.to_string()),
             }
         });
     }

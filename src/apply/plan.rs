@@ -53,7 +53,7 @@ fn at(i: usize) -> u32 {
 /// Why the wanted set cannot be applied as it stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Conflict {
-    /// `wanted[wanted]` has the key of a foreign route `found[found]`.
+    /// Wanted route `wanted` has the key of a foreign route `found[found]`.
     Foreign { wanted: usize, found: usize },
     /// Two declared routes have one key: the second would overwrite the first.
     SameKey { first: usize, second: usize },

@@ -5,7 +5,6 @@
 //! batches printed in machine order; memory holds one batch of tables at a time.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use futures_util::StreamExt;
@@ -140,27 +139,13 @@ fn read_batch(
         };
         results.push(Mutex::new(done));
     }
-    let jobs: Vec<Mutex<Option<ReadJob>>> =
-        jobs.into_iter().map(|job| Mutex::new(Some(job))).collect();
-    let next = AtomicUsize::new(0);
-    std::thread::scope(|scope| {
-        for _ in 0..READERS.min(jobs.len()) {
-            scope.spawn(|| {
-                while let Some(job) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let (i, socket) = job
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .take()
-                        .expect("each job is taken once");
-                    let table = socket.and_then(|mut sock| {
-                        let mut out = Vec::new();
-                        super::routes::print_table(&mut sock, query, names, json, &mut out)?;
-                        Ok(Some(out))
-                    });
-                    *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(table);
-                }
-            });
-        }
+    crate::workers::run_on_threads(jobs, READERS, |(i, socket): ReadJob| {
+        let table = socket.and_then(|mut sock| {
+            let mut out = Vec::new();
+            super::routes::print_table(&mut sock, query, names, json, &mut out)?;
+            Ok(Some(out))
+        });
+        *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(table);
     });
     results
         .into_iter()

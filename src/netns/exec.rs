@@ -129,14 +129,7 @@ impl PinnedNamespace {
             }
             command.spawn()
         };
-        let child = std::thread::scope(|scope| {
-            std::thread::Builder::new()
-                .name("machnet-spawn".into())
-                .spawn_scoped(scope, spawn)
-                .map_err(|e| Error::io("starting a thread", e))?
-                .join()
-                .map_err(|_| Error::Other("the spawning thread panicked".into()))
-        })?;
+        let child = super::on_a_thread_of_its_own("machnet-spawn", spawn)?;
         let mut child = child.map_err(|e| spawn_error(program, e))?;
         let forwarding = ForwardSignals::to(child.id() as i32);
         let status = child

@@ -238,15 +238,7 @@ impl PinnedNamespace {
             nix::sched::setns(self.netns.as_fd(), CloneFlags::CLONE_NEWNET)?;
             NetlinkSocket::open_in_current_netns(protocol)
         };
-        let socket = std::thread::scope(|scope| {
-            std::thread::Builder::new()
-                .name("machnet-setns".into())
-                .spawn_scoped(scope, in_namespace)
-                .map_err(|e| Error::io("starting a thread", e))?
-                .join()
-                .map_err(|_| Error::Other("the namespace thread panicked".into()))
-        })?;
-        socket.map_err(|e| {
+        on_a_thread_of_its_own("machnet-setns", in_namespace)?.map_err(|e| {
             Error::io(
                 format!("{}: opening a netlink socket inside", self.label),
                 e,
@@ -272,15 +264,7 @@ impl PinnedNamespace {
                 })
                 .collect()
         };
-        let made = std::thread::scope(|scope| {
-            std::thread::Builder::new()
-                .name("machnet-setns".into())
-                .spawn_scoped(scope, in_each)
-                .map_err(|e| Error::io("starting a thread", e))?
-                .join()
-                .map_err(|_| Error::Other("the namespace thread panicked".into()))
-        });
-        match made {
+        match on_a_thread_of_its_own("machnet-setns", in_each) {
             Ok(sockets) => sockets,
             Err(e) => namespaces
                 .iter()
@@ -348,6 +332,22 @@ pub fn host_netns_inodes() -> Vec<u64> {
 /// Fails early, before any D-Bus call, when machnet lacks what entering another
 /// namespace takes: CAP_SYS_ADMIN for setns, CAP_SYS_PTRACE to open another user's
 /// /proc/PID/ns. Saying so up front beats a bare "Permission denied" halfway through.
+/// Runs `work` on a thread made for it that ends when `work` returns: the only kind of
+/// thread here that may call setns (see the module's notes).
+pub(crate) fn on_a_thread_of_its_own<T: Send>(
+    name: &str,
+    work: impl FnOnce() -> T + Send,
+) -> Result<T> {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn_scoped(scope, work)
+            .map_err(|e| Error::io("starting a thread", e))?
+            .join()
+            .map_err(|_| Error::Other(format!("the thread {name} panicked")))
+    })
+}
+
 /// Lets the process hold as many descriptors as its hard limit allows. Commands that read
 /// every machine hold two per machine (pidfd, netns) for as long as they run, and the usual
 /// soft limit of 1024 stopped them near 500 machines with EMFILE. machnet uses epoll, never
