@@ -183,6 +183,18 @@ fn json_and_toml_sets_are_the_same_set() {
         "TOML check after JSON apply",
     );
     assert!(same.contains("# empty: in sync"), "{same}");
+
+    // On stdin (`-`), JSON is told from TOML by its leading brace, whitespace before it
+    // or not.
+    let json_text = std::fs::read(&json).unwrap();
+    let mut indented = b"\n   ".to_vec();
+    indented.extend_from_slice(&json_text);
+    for (what, input) in [("JSON", indented), ("TOML", SET.as_bytes().to_vec())] {
+        let out =
+            common::machnet_with_stdin(&["apply", "-", "--machine", "empty", "--check"], &input);
+        let said = ok(out, &format!("{what} on stdin"));
+        assert!(said.contains("# empty: in sync"), "{what}: {said}");
+    }
 }
 
 #[test]
