@@ -632,6 +632,28 @@ fn bad_sets_and_targets_fail_cleanly_and_change_nothing() {
             2,
             "not a route type",
         ),
+        // JSON is read as a stream, yet a fault late in the file still stops everything
+        // before the machines that came earlier are touched.
+        (
+            "late-bad.json",
+            r#"{"machines": {"qbittorrent": {"routes": [{"destination": "192.0.2.0/24", "type": "blackhole"}]},
+                "empty": {"routes": [{"destination": "10.1.0.0/33"}]}}}"#,
+            2,
+            "machine empty, route 1",
+        ),
+        (
+            "truncated.json",
+            r#"{"machines": {"qbittorrent": {"routes": [{"destination": "192.0.2.0/24", "type": "blackhole"}"#,
+            2,
+            "malformed route set",
+        ),
+        (
+            "twice.json",
+            r#"{"machines": {"qbittorrent": {"routes": [{"destination": "192.0.2.0/24", "type": "blackhole"}]},
+                "qbittorrent": {"routes": []}}}"#,
+            2,
+            "\"qbittorrent\" is declared twice",
+        ),
         (
             "nomachine.toml",
             "[machines.nosuchmachine]\nroutes = [ { destination = \"192.0.2.0/24\", type = \"blackhole\" } ]\n",
