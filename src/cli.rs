@@ -84,6 +84,43 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The machine this command works on, when it names exactly one by name: its lookup
+    /// can be sent before the command starts (`machined::direct::ask_early`).
+    pub fn machine_target(&self) -> Option<&str> {
+        let target = match self {
+            Command::Routes(args)
+            | Command::Route {
+                action: RouteAction::Show(args),
+            } => args.target.as_ref()?,
+            Command::Route {
+                action: RouteAction::Get(args),
+            } => &args.target,
+            Command::Route {
+                action:
+                    RouteAction::Add(args)
+                    | RouteAction::Del(args)
+                    | RouteAction::Replace(args)
+                    | RouteAction::Change(args)
+                    | RouteAction::Append(args),
+            } => &args.target,
+            Command::Links(args) | Command::Addrs(args) | Command::Sockets(args) => &args.target,
+            Command::Link {
+                action: LinkAction::Set(args),
+            } => &args.target,
+            Command::Addr {
+                action: AddrAction::Add(args) | AddrAction::Del(args),
+            } => &args.target,
+            Command::Exec(args) => &args.target,
+            _ => return None,
+        };
+        match target {
+            Target::Machine(name) => Some(name),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// Print JSON (one array of machines) instead of a table.

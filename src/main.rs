@@ -58,6 +58,10 @@ fn run(cli: Cli) -> Result<i32> {
     if let Command::Generate { what } = cli.command {
         return commands::generate::run(what);
     }
+    // The bus and machined answer while the runtime, name tables and checks are set up.
+    if let Some(name) = cli.command.machine_target() {
+        machnet::machined::direct::ask_early(name);
+    }
     // One thread drives D-Bus; netlink work is synchronous and namespace switches happen
     // on threads of their own (netns.rs), never on a runtime thread.
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -8,7 +8,9 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::error::{Error, Result};
+use crate::machined::direct::DirectBus;
 use crate::machined::{Machine, Machined};
+use crate::netlink::Protocol;
 use crate::netns::{self, ExtraNamespaces, PidfdInfo, PinnedNamespace};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,16 +128,50 @@ pub async fn pin_machine(
     machine: &Machine,
     extra: ExtraNamespaces,
 ) -> Result<PinnedNamespace> {
+    let pinned = pin_leader(machine, extra)?;
+    confirm_leader(machine, machined.current_leader(&machine.path).await?)?;
+    Ok(pinned)
+}
+
+/// A machine by name, looked up and re-checked on one blocking connection
+/// ([`DirectBus`]). While machined answers the re-check, the socket the command will open
+/// first (`prepare`) is made. `None` when machined's answers were anything but plain
+/// success: then [`Target::resolve`] asks again through zbus and words the error.
+pub fn resolve_machine_directly(
+    name: &str,
+    extra: ExtraNamespaces,
+    prepare: Option<Protocol>,
+) -> Result<Option<Resolved>> {
+    let Some((mut bus, machine)) = DirectBus::machine(name)? else {
+        return Ok(None);
+    };
+    let namespace = pin_leader(&machine, extra)?;
+    let asked = bus.ask_leader(&machine.path)?;
+    if let Some(protocol) = prepare {
+        namespace.prepare_netlink(protocol);
+    }
+    let Some(leader_now) = bus.leader(asked)? else {
+        return Ok(None);
+    };
+    confirm_leader(&machine, Some(leader_now))?;
+    tracing::debug!("resolved machine {name} on the direct path");
+    Ok(Some(Resolved {
+        namespace,
+        machine: Some(machine),
+    }))
+}
+
+/// Pins the leader machined named and checks it is still that machine's (its pidfd id, or
+/// its cgroup); the re-check with machined follows.
+fn pin_leader(machine: &Machine, extra: ExtraNamespaces) -> Result<PinnedNamespace> {
     let label = format!("machine {}", machine.name);
-    let pinned = netns::pin_process(label.clone(), machine.leader, extra, |info| {
+    netns::pin_process(label.clone(), machine.leader, extra, |info| {
         verify_leader(machine, info)
     })
     .map_err(|e| match e {
         Error::StaleMachine(why) => stale_error(machine, &label, why),
         other => other,
-    })?;
-    confirm_leader(machined, machine).await?;
-    Ok(pinned)
+    })
 }
 
 fn stale_error(machine: &Machine, label: &str, why: String) -> Error {
@@ -147,9 +183,10 @@ fn stale_error(machine: &Machine, label: &str, why: String) -> Error {
     ))
 }
 
-/// machined may have re-registered the machine with another leader while it was pinned.
-async fn confirm_leader(machined: &Machined, machine: &Machine) -> Result<()> {
-    match machined.current_leader(&machine.path).await? {
+/// machined may have re-registered the machine with another leader while it was pinned:
+/// `leader_now` is what it says after pinning (None: the machine is gone).
+fn confirm_leader(machine: &Machine, leader_now: Option<u32>) -> Result<()> {
+    match leader_now {
         Some(leader) if leader == machine.leader => Ok(()),
         Some(leader) => Err(stale_error(
             machine,

@@ -11,11 +11,8 @@ pub async fn run(args: ExecArgs) -> Result<i32> {
         ipc: args.ipc,
         pid: args.pid,
     };
-    let machined = super::machined_for(&args.target).await?;
-    let resolved = args.target.resolve(machined.as_ref(), extra).await?;
-    // machined's connection is not needed while the command runs; its socket is
-    // close-on-exec in the child either way.
-    drop(machined);
+    // machined's connection is closed by now: only the pinned namespaces go on.
+    let resolved = super::resolve(&args.target, extra, None).await?;
     let (program, rest) = args.command.split_first().expect("clap requires a command");
     resolved.namespace.exec(program, rest, extra)
 }

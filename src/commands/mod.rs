@@ -17,7 +17,8 @@ pub mod whois;
 
 use crate::error::Result;
 use crate::machined::Machined;
-use crate::target::Target;
+use crate::netlink::Protocol;
+use crate::target::{Resolved, Target};
 
 /// Writes a command's whole output to stdout (a closed pipe is handled by main).
 pub fn write_stdout(out: &[u8]) -> Result<()> {
@@ -29,13 +30,40 @@ pub fn write_stdout(out: &[u8]) -> Result<()> {
         .map_err(|e| crate::error::Error::io("writing output", e))
 }
 
-/// Pins a target to read it.
+/// Pins a target to read it over rtnetlink.
 pub async fn pin(target: &Target) -> Result<crate::netns::PinnedNamespace> {
-    let machined = machined_for(target).await?;
-    let resolved = target
-        .resolve(machined.as_ref(), crate::netns::ExtraNamespaces::default())
-        .await?;
+    pin_for(target, Protocol::Route).await
+}
+
+/// Pins a target whose first use is a `protocol` socket (made early where that is free).
+pub async fn pin_for(target: &Target, protocol: Protocol) -> Result<crate::netns::PinnedNamespace> {
+    let extra = crate::netns::ExtraNamespaces::default();
+    let resolved = resolve(target, extra, Some(protocol)).await?;
     Ok(resolved.namespace)
+}
+
+/// Checks privileges and pins a target. A machine is first looked up on the direct path
+/// (one blocking connection, two round trips, `prepare`'s socket made while the second is
+/// answered); when machined's answers there are anything but plain success, it is asked
+/// again through zbus, which words the error.
+pub async fn resolve(
+    target: &Target,
+    extra: crate::netns::ExtraNamespaces,
+    prepare: Option<Protocol>,
+) -> Result<Resolved> {
+    if *target != Target::Host {
+        crate::netns::require_privileges()?;
+    }
+    if let Target::Machine(name) = target {
+        if let Some(resolved) = crate::target::resolve_machine_directly(name, extra, prepare)? {
+            return Ok(resolved);
+        }
+    }
+    let machined = match target.needs_machined() {
+        true => Some(Machined::connect().await?),
+        false => None,
+    };
+    target.resolve(machined.as_ref(), extra).await
 }
 
 /// Pins a target that is about to be changed: refuses one that shares the host's network
@@ -54,17 +82,4 @@ pub async fn pin_for_edit(
         )));
     }
     Ok(namespace)
-}
-
-/// Checks privileges, then connects to machined only when the target needs it, so
-/// `netns:` and `pid:` targets work on machines without systemd-machined.
-pub async fn machined_for(target: &Target) -> Result<Option<Machined>> {
-    if *target != Target::Host {
-        crate::netns::require_privileges()?;
-    }
-    if target.needs_machined() {
-        Ok(Some(Machined::connect().await?))
-    } else {
-        Ok(None)
-    }
 }

@@ -6,7 +6,7 @@ use crate::netlink::Protocol;
 use crate::sockets::{self, endpoint_text};
 
 pub async fn run(args: BriefArgs) -> Result<i32> {
-    let namespace = super::pin(&args.target).await?;
+    let namespace = super::pin_for(&args.target, Protocol::SockDiag).await?;
     let mut sock = namespace.open_netlink_of(Protocol::SockDiag)?;
     let mut found = sockets::listening(&mut sock)?;
     sockets::attach_owners(&mut found, namespace.inode);

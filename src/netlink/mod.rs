@@ -76,6 +76,15 @@ pub struct NetlinkSocket {
     buf: Vec<u8>,
 }
 
+impl std::fmt::Debug for NetlinkSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetlinkSocket")
+            .field("fd", &self.fd)
+            .field("seq", &self.seq)
+            .finish_non_exhaustive()
+    }
+}
+
 impl NetlinkSocket {
     /// Opens an rtnetlink socket in the network namespace of the *calling thread*. Only
     /// `netns.rs` calls this, on a thread it has moved into the target namespace.

@@ -14,6 +14,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use nix::sched::CloneFlags;
 use rustix::event::{PollFd, PollFlags};
@@ -72,6 +73,8 @@ pub struct PinnedNamespace {
     netns: OwnedFd,
     /// The pinned process, and the other namespaces of it that `exec` was asked to join.
     process: Option<PinnedProcess>,
+    /// A socket made ahead of need by [`prepare_netlink`](Self::prepare_netlink).
+    prepared: Mutex<Option<(Protocol, NetlinkSocket)>>,
 }
 
 #[derive(Debug)]
@@ -202,7 +205,17 @@ impl PinnedNamespace {
             isolation,
             netns,
             process: None,
+            prepared: Mutex::new(None),
         })
+    }
+
+    /// Makes the socket the command will ask for next, now: the direct path to machined
+    /// does this while it waits for the leader re-check, so the thread that enters the
+    /// namespace runs while the bus answers. A failure is left for the real open to meet.
+    pub fn prepare_netlink(&self, protocol: Protocol) {
+        if let Ok(sock) = self.make_netlink(protocol) {
+            *self.prepared.lock().unwrap_or_else(|e| e.into_inner()) = Some((protocol, sock));
+        }
     }
 
     /// True when the calling thread is in this very namespace.
@@ -228,6 +241,18 @@ impl PinnedNamespace {
 
     /// As [`open_netlink`](Self::open_netlink), for another netlink family.
     pub fn open_netlink_of(&self, protocol: Protocol) -> Result<NetlinkSocket> {
+        let prepared = self
+            .prepared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        match prepared {
+            Some((made_for, sock)) if made_for == protocol => Ok(sock),
+            _ => self.make_netlink(protocol),
+        }
+    }
+
+    fn make_netlink(&self, protocol: Protocol) -> Result<NetlinkSocket> {
         if self.is_current() {
             // Already here (.host, or a machine sharing our namespace): no setns, so this
             // works without privileges, as `ip` does.

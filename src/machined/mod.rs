@@ -10,6 +10,8 @@ use zbus::{Connection, OwnedObjectPath, OwnedVariant};
 
 use crate::error::{Error, Result};
 
+pub mod direct;
+
 pub const SERVICE: &str = "org.freedesktop.machine1";
 pub const MANAGER_PATH: &str = "/org/freedesktop/machine1";
 pub const MANAGER_INTERFACE: &str = "org.freedesktop.machine1.Manager";
