@@ -121,6 +121,43 @@ impl Command {
     }
 }
 
+/// The machine a command line most likely names, read from the raw arguments before clap
+/// parses them: building clap's whole command tree takes about a tenth of `machnet routes
+/// NAME`, and machined's answer can be on its way meanwhile. Only the plainest shapes are
+/// read: `[-v...] routes|links|addrs|sockets|exec NAME`, and `route ACTION NAME`, `link set
+/// NAME`, `addr add|del NAME`. A guess is only a head start: the lookup it sends is used
+/// only if clap then parses the same name ([`Command::machine_target`]), so a wrong guess
+/// costs one lookup, never a wrong answer.
+pub fn guess_machine_target(args: &[std::ffi::OsString]) -> Option<String> {
+    let mut words = args
+        .iter()
+        .skip(1)
+        .map(|a| a.to_str())
+        .skip_while(|a| matches!(a, Some("--verbose" | "-v" | "-vv" | "-vvv")));
+    let name = match words.next()?? {
+        "routes" | "links" | "addrs" | "sockets" | "exec" => words.next()??,
+        "route" => match words.next()?? {
+            "show" | "get" | "add" | "del" | "delete" | "replace" | "change" | "append" => {
+                words.next()??
+            }
+            _ => return None,
+        },
+        "link" => match words.next()?? {
+            "set" => words.next()??,
+            _ => return None,
+        },
+        "addr" => match words.next()?? {
+            "add" | "del" | "delete" => words.next()??,
+            _ => return None,
+        },
+        _ => return None,
+    };
+    match name.parse() {
+        Ok(Target::Machine(name)) => Some(name),
+        _ => None,
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// Print JSON (one array of machines) instead of a table.
@@ -453,4 +490,66 @@ pub enum Shell {
     Bash,
     Zsh,
     Fish,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(line: &str) -> Vec<std::ffi::OsString> {
+        line.split_whitespace().map(Into::into).collect()
+    }
+
+    fn parsed(line: &str) -> Option<String> {
+        let cli = Cli::try_parse_from(argv(line)).ok()?;
+        cli.command.machine_target().map(str::to_string)
+    }
+
+    #[test]
+    fn guesses_the_machine_of_the_plain_shapes() {
+        for (line, name) in [
+            ("machnet routes web", "web"),
+            ("machnet -vv routes web -6 --json", "web"),
+            ("machnet --verbose links db", "db"),
+            ("machnet exec web -- ip route", "web"),
+            ("machnet route get web 10.0.0.1", "web"),
+            ("machnet route add web 10.0.0.0/8 dev eth0", "web"),
+            ("machnet link set web eth0 up", "web"),
+            ("machnet addr del web 10.0.0.1/24 dev eth0", "web"),
+        ] {
+            assert_eq!(
+                guess_machine_target(&argv(line)).as_deref(),
+                Some(name),
+                "{line}"
+            );
+            assert_eq!(parsed(line).as_deref(), Some(name), "{line}");
+        }
+    }
+
+    /// A guess is either nothing or what clap then parses, for every shape tried here.
+    #[test]
+    fn never_guesses_other_than_clap_parses() {
+        for line in [
+            "machnet routes",
+            "machnet routes --all",
+            "machnet routes -4 web",
+            "machnet routes .host",
+            "machnet routes pid:1",
+            "machnet routes netns:blue",
+            "machnet exec -m web -- true",
+            "machnet route web",
+            "machnet link show web",
+            "machnet list",
+            "machnet apply set.json",
+            "machnet whois 10.0.0.1",
+            "machnet -x routes web",
+            "machnet",
+        ] {
+            let guess = guess_machine_target(&argv(line));
+            assert!(
+                guess.is_none() || guess == parsed(line),
+                "{line}: {guess:?}"
+            );
+        }
+    }
 }

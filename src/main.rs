@@ -12,7 +12,12 @@ use machnet::link_brief::Brief;
 fn main() -> ExitCode {
     // Before anything of ours is opened: what the caller passed is theirs to pass on.
     machnet::netns::remember_inherited_fds();
-    let cli = match Cli::try_parse() {
+    // Ask machined for the machine the arguments seem to name while clap parses them.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(name) = machnet::cli::guess_machine_target(&args) {
+        machnet::machined::direct::ask_early(&name);
+    }
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
@@ -90,15 +95,21 @@ fn run(cli: Cli) -> Result<i32> {
 }
 
 fn init_tracing(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
+    use tracing_subscriber::filter::LevelFilter;
+    let level = match verbose {
+        0 => LevelFilter::WARN,
+        1 => LevelFilter::INFO,
+        _ => LevelFilter::DEBUG,
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let logs = tracing_subscriber::fmt().with_writer(std::io::stderr);
+    // An EnvFilter compiles its directive parser's regular expressions when made, about a
+    // twentieth of `machnet routes NAME`: made only when RUST_LOG asks for one.
+    match std::env::var_os("RUST_LOG") {
+        Some(_) => {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.to_string()));
+            logs.with_env_filter(filter).init()
+        }
+        None => logs.with_max_level(level).init(),
+    }
 }

@@ -75,13 +75,16 @@ pub struct Asked {
 static ASKED_EARLY: Mutex<Option<Asked>> = Mutex::new(None);
 
 /// Sends the lookup of `name` before the command starts, so that dbus-daemon and machined
-/// work on it while machnet sets itself up (runtime, name tables, privilege check): their
-/// answers are waiting when [`DirectBus::machine`] is called. Does nothing when the bus
-/// cannot be reached this way; the lookup then happens in its turn.
+/// work on it while machnet sets itself up (argument parsing, runtime, name tables,
+/// privilege check): their answers are waiting when [`DirectBus::machine`] is called. A
+/// lookup of another name sent earlier is dropped. Does nothing when the bus cannot be
+/// reached this way; the lookup then happens in its turn.
 pub fn ask_early(name: &str) {
-    if let Some(asked) = DirectBus::ask(name) {
-        *ASKED_EARLY.lock().unwrap_or_else(|e| e.into_inner()) = Some(asked);
+    let mut early = ASKED_EARLY.lock().unwrap_or_else(|e| e.into_inner());
+    if early.as_ref().is_some_and(|asked| asked.name == name) {
+        return; // asked already, from the raw arguments (cli::guess_machine_target)
     }
+    *early = DirectBus::ask(name);
 }
 
 impl DirectBus {
