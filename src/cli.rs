@@ -38,6 +38,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// A subcommand that takes one TARGET is listed in [`Command::machine_target`], and in
+/// [`guess_machine_target`] if its shape is plain: keep the three in step.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// List every machine machined knows, with its network namespace and addresses.
@@ -129,6 +131,11 @@ impl Command {
 /// only if clap then parses the same name ([`Command::machine_target`]), so a wrong guess
 /// costs one lookup, never a wrong answer.
 pub fn guess_machine_target(args: &[std::ffi::OsString]) -> Option<String> {
+    let asks_for_help =
+        |a: &std::ffi::OsString| matches!(a.to_str(), Some("-h" | "--help" | "-V" | "--version"));
+    if args.iter().any(asks_for_help) {
+        return None;
+    }
     let mut words = args
         .iter()
         .skip(1)
@@ -543,6 +550,7 @@ mod tests {
             "machnet apply set.json",
             "machnet whois 10.0.0.1",
             "machnet -x routes web",
+            "machnet routes web --help",
             "machnet",
         ] {
             let guess = guess_machine_target(&argv(line));

@@ -15,7 +15,7 @@
 //! Unknown keys are refused: a typo (`gatway`) must not silently drop a gateway.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
@@ -193,21 +193,30 @@ pub fn read_from(
     json: bool,
     sink: &mut impl RouteSink,
 ) -> std::result::Result<(), ReadError> {
+    // The leading whitespace read past is handed back to the parsers as it stood from its
+    // last newline on, with the newlines before that, so that their errors name the line
+    // and column the user sees.
+    let mut skipped = Vec::new();
     let starts_with_brace = loop {
         let buf = input.fill_buf().map_err(ReadError::Io)?;
-        match buf.iter().position(|b| !b.is_ascii_whitespace()) {
-            Some(at) => {
-                let brace = buf[at] == b'{';
-                input.consume(at);
-                break brace;
+        let (space, brace) = match buf.iter().position(|b| !b.is_ascii_whitespace()) {
+            Some(at) => (&buf[..at], Some(buf[at] == b'{')),
+            None if buf.is_empty() => (buf, Some(false)),
+            None => (buf, None),
+        };
+        for &byte in space {
+            if byte == b'\n' {
+                skipped.retain(|b| *b == b'\n');
             }
-            None if buf.is_empty() => break false,
-            None => {
-                let all = buf.len();
-                input.consume(all);
-            }
+            skipped.push(byte);
+        }
+        let used = space.len();
+        input.consume(used);
+        if let Some(brace) = brace {
+            break brace;
         }
     };
+    let mut input = std::io::Cursor::new(skipped).chain(input);
     if json || starts_with_brace {
         let mut reader = Reader {
             sink,
@@ -414,6 +423,16 @@ mod tests {
         let set = parse(json, false).unwrap();
         assert_eq!(set.machines["b"].len(), 1);
         assert!(set.machines["a"].is_empty());
+    }
+
+    /// The whitespace read past to tell JSON from TOML is handed back: errors name the
+    /// line and column the user sees.
+    #[test]
+    fn errors_after_leading_blank_lines_name_the_right_line() {
+        let err = parse("\n\n  {\"machines\": {\"a\": {\"routes\": [}}}", false).unwrap_err();
+        assert!(err.contains("line 3 column"), "{err}");
+        let err = parse("\n\n\n[machines.a]\nroutes = [", false).unwrap_err();
+        assert!(err.contains("line 5"), "{err}");
     }
 
     #[test]

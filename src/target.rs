@@ -8,7 +8,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::error::{Error, Result};
-use crate::machined::direct::DirectBus;
+use crate::machined::direct::{DirectBus, LeaderNow};
 use crate::machined::{Machine, Machined};
 use crate::netlink::Protocol;
 use crate::netns::{self, ExtraNamespaces, PidfdInfo, PinnedNamespace};
@@ -150,11 +150,17 @@ pub fn resolve_machine_directly(
     if let Some(protocol) = prepare {
         namespace.prepare_netlink(protocol);
     }
-    let Some(leader_now) = bus.leader(asked)? else {
-        return Ok(None);
-    };
-    confirm_leader(&machine, Some(leader_now))?;
-    tracing::debug!("resolved machine {name} on the direct path");
+    match bus.leader(asked)? {
+        LeaderNow::Is(leader) => confirm_leader(&machine, Some(leader))?,
+        LeaderNow::Gone => confirm_leader(&machine, None)?,
+        LeaderNow::Unclear => return Ok(None),
+    }
+    tracing::debug!(
+        leader = machine.leader,
+        unit = %machine.unit,
+        pidfd_id = ?machine.leader_pidfd_id,
+        "resolved machine {name} on the direct path"
+    );
     Ok(Some(Resolved {
         namespace,
         machine: Some(machine),

@@ -396,6 +396,53 @@ routes = [
     assert_eq!(b.tables("qbittorrent"), tables);
 }
 
+/// IPv4 keeps several routes at one key, in order. A failed apply that replaced the first
+/// and deleted the others must put them back in that order, not reversed.
+#[test]
+fn routes_sharing_a_key_go_back_in_their_order() {
+    let b = bench("same-key-order");
+    let ip = |args: &[&str]| ok(b.bed.ip("qbittorrent", args), &format!("ip {args:?}"));
+    ip(&[
+        "route",
+        "add",
+        "10.71.0.0/16",
+        "via",
+        "10.77.1.1",
+        "proto",
+        "109",
+    ]);
+    for gateway in ["10.77.1.3", "10.77.1.4"] {
+        ip(&[
+            "route",
+            "append",
+            "10.71.0.0/16",
+            "via",
+            gateway,
+            "proto",
+            "109",
+        ]);
+    }
+    let tables = b.tables("qbittorrent");
+    let before = ip(&["route", "show", "10.71.0.0/16"]);
+    assert_eq!(before.lines().count(), 3, "{before}");
+
+    // One datagram: replace the first, an add the kernel refuses, delete the other two.
+    let failing = b.file(
+        "same-key.toml",
+        r#"[machines.qbittorrent]
+routes = [
+  { destination = "10.71.0.0/16", gateway = "10.77.1.5" },
+  { destination = "10.66.0.0/16", gateway = "10.200.0.1", dev = "host0" },
+]"#,
+    );
+    let err = fails_cleanly(&machnet(&["apply", &failing]), 7, "refusal");
+    assert!(err.contains("was put back (3 steps undone)"), "{err}");
+    assert_eq!(ip(&["route", "show", "10.71.0.0/16"]), before);
+    assert_eq!(b.tables("qbittorrent"), tables);
+
+    ip(&["route", "flush", "10.71.0.0/16"]);
+}
+
 /// Only the last request of each datagram asks for an ack (the kernel answers refusals
 /// anyway): a refusal in a later datagram, or as the very last request, must still be
 /// found, named, and everything done before it undone.

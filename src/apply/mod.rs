@@ -71,13 +71,18 @@ pub fn snapshot(sock: &mut NetlinkSocket, key_hashes: &[u64], owner: u8) -> Resu
 /// A step that failed: which one, and the kernel's refusal.
 #[derive(Debug)]
 pub struct Refused {
-    pub step: Step,
+    /// The step the kernel refused; None when the socket itself failed, not a step.
+    pub step: Option<Step>,
     pub error: Error,
     /// Other steps the kernel refused in the same batch (they are undone all the same).
     pub also_refused: usize,
+    /// Steps whose outcome is unknown: sent, or about to be, when the socket failed.
+    pub unanswered: usize,
     /// How the undo went: steps put back, and the refusals of those that could not be.
     pub undone: usize,
     pub undo_failures: Vec<(Step, Error)>,
+    /// The socket failed during the undo: how many steps were then left not undone.
+    pub undo_cut_short: Option<(usize, Error)>,
 }
 
 /// Runs `plan` with as few round trips as the socket allows. On a refusal, every step that
@@ -105,15 +110,15 @@ pub fn execute(
         answered += 1;
         progress(answered, total);
     });
-    let (first, error) = match sent {
+    let (first, error, unanswered) = match sent {
         Ok(_) if refusals.is_empty() => return Ok(()),
         Ok(_) => {
             let (i, e) = refusals.remove(0);
-            (Some(i), e)
+            (Some(i), e, 0)
         }
         // The socket itself failed: what the kernel did with the unanswered requests is
-        // unknown; undo what is known to be done.
-        Err(e) => (None, e),
+        // unknown (said so in the report); undo what is known to be done.
+        Err(e) => (None, e, total - answered),
     };
     let succeeded: Vec<Step> = plan
         .steps
@@ -123,13 +128,15 @@ pub fn execute(
         .map(|(step, _)| *step)
         .collect();
     drop(done);
-    let (undone, undo_failures) = undo(sock, &succeeded, wanted, &resent, what);
+    let undid = undo(sock, &succeeded, wanted, &resent, what);
     Err(Box::new(Refused {
-        step: first.map_or(plan.steps[0], |i| plan.steps[i]),
+        step: first.map(|i| plan.steps[i]),
         error,
         also_refused: refusals.len(),
-        undone,
-        undo_failures,
+        unanswered,
+        undone: undid.undone,
+        undo_failures: undid.failures,
+        undo_cut_short: undid.cut_short,
     }))
 }
 
@@ -205,39 +212,57 @@ fn backward<'a>(
     }
 }
 
-/// Undoes `done` (in the order it was done) in reverse, going on past a failed undo so as
-/// much as possible is put back.
+/// How an undo went.
+struct Undid {
+    undone: usize,
+    failures: Vec<(Step, Error)>,
+    cut_short: Option<(usize, Error)>,
+}
+
+/// Undoes `done` (in the order it was done), going on past a failed undo so as much as
+/// possible is put back. Only a failing socket stops it: the steps then left are counted,
+/// not guessed at.
+///
+/// Deleted routes go back first, in the order they were deleted (table order: the plan's
+/// deletes are its tail), each appended at its key: IPv4 keeps several routes at one key in
+/// order, and putting back [a, b, c]'s deleted b and c in reverse would leave [a, c, b].
+/// Then adds and replaces are undone in reverse.
 fn undo(
     sock: &mut NetlinkSocket,
     done: &[Step],
     wanted: &WantedRoutes,
     resent: &[Option<Vec<u8>>],
     what: &str,
-) -> (usize, Vec<(Step, Error)>) {
-    // done[len - 1] first: the last step done is the first undone.
-    let step = |i: usize| done[done.len() - 1 - i];
-    let mut undone = 0;
-    let mut failures = Vec::new();
+) -> Undid {
+    let is_delete = |s: &&Step| matches!(s, Step::Delete(_));
+    let order: Vec<Step> = (done.iter().filter(is_delete))
+        .chain(done.iter().rev().filter(|s| !is_delete(s)))
+        .copied()
+        .collect();
+    let step = |i: usize| order[i];
+    let mut undid = Undid {
+        undone: 0,
+        failures: Vec::new(),
+        cut_short: None,
+    };
     let mut start = 0;
     while start < done.len() {
+        let mut answered = 0;
         let request = |i: usize| backward(step(start + i), wanted, resent);
-        let outcome =
-            sock.request_many(
-                done.len() - start,
-                request,
-                what,
-                |i, refusal| match refusal {
-                    None => undone += 1,
-                    Some(e) => failures.push((step(start + i), e)),
-                },
-            );
+        let outcome = sock.request_many(done.len() - start, request, what, |i, refusal| {
+            answered += 1;
+            match refusal {
+                None => undid.undone += 1,
+                Some(e) => undid.failures.push((step(start + i), e)),
+            }
+        });
         match outcome {
             Ok(sent) => start += sent,
             Err(e) => {
-                failures.push((step(start), e));
+                undid.cut_short = Some((done.len() - start - answered, e));
                 break;
             }
         }
     }
-    (undone, failures)
+    undid
 }

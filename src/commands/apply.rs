@@ -570,44 +570,65 @@ fn refusal_error(
     printer: &RoutePrinter<'_>,
 ) -> Error {
     let step = match refused.step {
-        Step::Add(w) => format!(
+        None => "writing to the netlink socket".to_string(),
+        Some(Step::Add(w)) => format!(
             "adding declared route {} ({})",
             w + 1,
             route_line(printer, wanted.request(w as usize))
         ),
-        Step::Replace { new, .. } => format!(
+        Some(Step::Replace { new, .. }) => format!(
             "replacing with declared route {} ({})",
             new + 1,
             route_line(printer, wanted.request(new as usize))
         ),
-        Step::Delete(f) => format!(
+        Some(Step::Delete(f)) => format!(
             "deleting undeclared route {}",
             route_line(printer, &found[f as usize].message)
         ),
     };
-    let others = match refused.also_refused {
+    let mut others = match refused.also_refused {
         0 => String::new(),
         n => format!(" ({n} more step{} refused too)", plural(n)),
     };
-    let restored = if refused.undo_failures.is_empty() {
-        format!(
+    if refused.unanswered > 0 {
+        let n = refused.unanswered;
+        others.push_str(&format!(
+            "; whether the kernel made {n} more change{} is unknown: check with `machnet apply --dry-run`",
+            plural(n)
+        ));
+    }
+    let restored = match (&refused.undo_cut_short, refused.undo_failures.len()) {
+        (None, 0) if refused.unanswered > 0 => format!(
+            "the {} step{} known to be done in {label} were put back",
+            refused.undone,
+            plural(refused.undone)
+        ),
+        (None, 0) => format!(
             "everything changed in {label} was put back ({} step{} undone)",
             refused.undone,
             plural(refused.undone)
-        )
-    } else {
-        let failed: Vec<String> = refused
-            .undo_failures
-            .iter()
-            .map(|(step, e)| format!("{step:?}: {e}"))
-            .collect();
-        format!(
-            "putting {label} back FAILED for {} step{} ({}); its routes are now partly \
-             applied: check with `machnet apply --dry-run`",
-            failed.len(),
-            plural(failed.len()),
-            failed.join("; ")
-        )
+        ),
+        (cut_short, failures) => {
+            let mut failed: Vec<String> = refused
+                .undo_failures
+                .iter()
+                .map(|(step, e)| format!("{step:?}: {e}"))
+                .collect();
+            let mut count = failures;
+            if let Some((left, e)) = cut_short {
+                count += left;
+                failed.push(format!(
+                    "{left} step{} not undone, the socket failed: {e}",
+                    plural(*left)
+                ));
+            }
+            format!(
+                "putting {label} back FAILED for {count} step{} ({}); its routes are now \
+                 partly applied: check with `machnet apply --dry-run`",
+                plural(count),
+                failed.join("; ")
+            )
+        }
     };
     let context = format!("{label}: {step} failed");
     match &refused.error {

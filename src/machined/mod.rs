@@ -10,6 +10,7 @@ use zbus::{Connection, OwnedObjectPath, OwnedVariant};
 
 use crate::error::{Error, Result};
 
+mod bus_socket;
 pub mod direct;
 
 pub const SERVICE: &str = "org.freedesktop.machine1";

@@ -354,9 +354,6 @@ pub fn host_netns_inodes() -> Vec<u64> {
         .collect()
 }
 
-/// Fails early, before any D-Bus call, when machnet lacks what entering another
-/// namespace takes: CAP_SYS_ADMIN for setns, CAP_SYS_PTRACE to open another user's
-/// /proc/PID/ns. Saying so up front beats a bare "Permission denied" halfway through.
 /// Runs `work` on a thread made for it that ends when `work` returns: the only kind of
 /// thread here that may call setns (see the module's notes).
 pub(crate) fn on_a_thread_of_its_own<T: Send>(
@@ -398,6 +395,9 @@ pub fn raise_open_file_limit() {
     }
 }
 
+/// Fails early, before any D-Bus call, when machnet lacks what entering another
+/// namespace takes: CAP_SYS_ADMIN for setns, CAP_SYS_PTRACE to open another user's
+/// /proc/PID/ns. Saying so up front beats a bare "Permission denied" halfway through.
 pub fn require_privileges() -> Result<()> {
     const CAP_SYS_PTRACE: u32 = 19;
     const CAP_SYS_ADMIN: u32 = 21;
