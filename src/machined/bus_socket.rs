@@ -1,28 +1,20 @@
 //! A blocking connection to the system bus that sends method calls without waiting in
 //! between and reads their replies back by serial. The lookup in `direct.rs` is built on it.
 //!
-//! Messages are built by zbus, and reply bodies are decoded by zbus's checked decoder; only
-//! the framing (how long a message is) and the three header fields a reply is known by
-//! (reply serial, error name, body signature) are read here. Every read and write has
-//! [`CALL_TIMEOUT`], and so has connecting: a bus whose listen queue is full is never
-//! waited on.
+//! The bytes on the wire are `wire.rs`'s. Every read and write has [`CALL_TIMEOUT`], and so
+//! has connecting: a bus whose listen queue is full is never waited on.
 
 use std::io::{ErrorKind, Read, Write};
 use std::num::NonZeroU32;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
-use zbus::wire::serialized::{Context, Data};
-use zbus::wire::{Endian, Variant};
-use zbus::Message;
-
+use super::wire::{self, message_length, parse_reply, Callee, Reply};
 use super::CALL_TIMEOUT;
 use crate::error::{Error, Result};
 
 /// Where the system bus listens when DBUS_SYSTEM_BUS_ADDRESS does not say (as in zbus).
 const DEFAULT_SYSTEM_BUS: &str = "/var/run/dbus/system_bus_socket";
-/// The D-Bus specification's limit on one message.
-const MAX_MESSAGE: usize = 128 * 1024 * 1024;
 
 /// Where the system bus listens, as far as this module can reach it.
 #[derive(Debug, PartialEq, Eq)]
@@ -51,17 +43,6 @@ pub enum Authentication {
     Refused,
 }
 
-/// A reply, as far as this module reads replies: its body when it is a method return, or
-/// the error name when it is an error.
-pub enum Reply {
-    Return {
-        endian: Endian,
-        signature: String,
-        body: Vec<u8>,
-    },
-    Error(String),
-}
-
 impl BusSocket {
     /// Connects and queues the client's half of the authentication, all at once: the NUL
     /// byte, EXTERNAL with our uid, and BEGIN (no NEGOTIATE_UNIX_FD: nothing here passes
@@ -80,25 +61,11 @@ impl BusSocket {
         })
     }
 
-    /// Appends one method call to `out`; returns its serial.
-    pub fn call<B>(
-        &mut self,
-        out: &mut Vec<u8>,
-        (destination, path, interface, member): (&str, &str, &str, &str),
-        body: &B,
-    ) -> Result<NonZeroU32>
-    where
-        B: serde::Serialize + zbus::wire::DynamicType,
-    {
+    /// Appends one method call to `out`, its arguments all strings; returns its serial.
+    pub fn call(&mut self, out: &mut Vec<u8>, to: Callee<'_>, args: &[&str]) -> Result<NonZeroU32> {
         let serial = NonZeroU32::new(self.next_serial).expect("serials start at 1");
         self.next_serial += 1;
-        let message = Message::method_call(path, member)
-            .destination(destination)
-            .interface(interface)
-            .serial(serial)
-            .build(body)
-            .map_err(|e| Error::Other(format!("building the D-Bus call {member}: {e}")))?;
-        out.extend_from_slice(message.data().bytes());
+        wire::encode_call(out, serial, to, args)?;
         Ok(serial)
     }
 
@@ -170,35 +137,6 @@ impl BusSocket {
         };
         self.pending.extend_from_slice(&chunk[..read]);
         Ok(())
-    }
-}
-
-impl Reply {
-    /// The body as `T` when this is a method return with signature `signature`; Err(the
-    /// error name) for an error reply. A return of another signature is the bus or
-    /// machined breaking its interface: an error of its own.
-    pub fn decode<T>(self, signature: &str) -> Result<std::result::Result<T, String>>
-    where
-        T: for<'d> serde::Deserialize<'d>,
-    {
-        let (endian, actual, body) = match self {
-            Reply::Error(name) => return Ok(Err(name)),
-            Reply::Return {
-                endian,
-                signature,
-                body,
-            } => (endian, signature, body),
-        };
-        if actual != signature {
-            return Err(bad_message(&format!(
-                "a reply of type {actual:?} where {signature:?} was expected"
-            )));
-        }
-        let data = Data::new(body, Context::new(endian, 0));
-        let (value, _) = data
-            .deserialize_for_signature::<_, T>(signature)
-            .map_err(|e| bad_message(&e.to_string()))?;
-        Ok(Ok(value))
     }
 }
 
@@ -278,95 +216,14 @@ fn unescape(value: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn endian_of(message: &[u8]) -> Result<Endian> {
-    match message.first() {
-        Some(b'l') => Ok(Endian::Little),
-        Some(b'B') => Ok(Endian::Big),
-        _ => Err(bad_message("it starts with no byte-order mark")),
-    }
-}
-
-/// The length of the message at the start of `bytes`, once its fixed header is in: the
-/// 16 fixed bytes, the header fields (their length at offset 12) padded to 8, the body
-/// (its length at offset 4).
-fn message_length(bytes: &[u8]) -> Result<Option<usize>> {
-    if bytes.len() < 16 {
-        return Ok(None);
-    }
-    let endian = endian_of(bytes)?;
-    let u32_at = |at: usize| {
-        let word: [u8; 4] = bytes[at..at + 4].try_into().expect("four bytes");
-        match endian {
-            Endian::Little => u32::from_le_bytes(word),
-            Endian::Big => u32::from_be_bytes(word),
-        }
-    };
-    let body = u32_at(4) as usize;
-    let fields = u32_at(12) as usize;
-    let total = (16 + fields).next_multiple_of(8) + body;
-    if total > MAX_MESSAGE {
-        return Err(bad_message("it is longer than D-Bus allows"));
-    }
-    Ok(Some(total))
-}
-
-/// The D-Bus header: byte order, type, flags, version, body length, serial, fields.
-type Header<'a> = (u8, u8, u8, u8, u32, u32, Vec<(u8, Variant<'a>)>);
-const METHOD_RETURN: u8 = 2;
-const ERROR: u8 = 3;
-const FIELD_ERROR_NAME: u8 = 4;
-const FIELD_REPLY_SERIAL: u8 = 5;
-const FIELD_SIGNATURE: u8 = 8;
-
-/// One whole message, when it is a reply: the serial it answers, and what it says.
-/// Signals (dbus-daemon's NameAcquired, say) are `None`. The sender is not checked, as zbus
-/// does not check it: on a bus, only the daemon chooses who may reply to our serials.
-fn parse_reply(message: &[u8]) -> Result<Option<(NonZeroU32, Reply)>> {
-    let endian = endian_of(message)?;
-    let data = Data::new(message, Context::new(endian, 0));
-    let (header, header_len): (Header<'_>, usize) = data
-        .deserialize_for_signature("(yyyyuua(yv))")
-        .map_err(|e| bad_message(&e.to_string()))?;
-    let (_, kind, _, _, _, _, fields) = header;
-    let mut reply_to = None;
-    let mut error_name = None;
-    let mut signature = String::new();
-    for (code, value) in fields {
-        match (code, value) {
-            (FIELD_REPLY_SERIAL, Variant::U32(serial)) => reply_to = NonZeroU32::new(serial),
-            (FIELD_ERROR_NAME, Variant::Str(name)) => error_name = Some(name.to_string()),
-            (FIELD_SIGNATURE, Variant::Signature(sig)) => signature = sig.to_string(),
-            _ => {}
-        }
-    }
-    let body = message[header_len.next_multiple_of(8)..].to_vec();
-    let reply = match kind {
-        METHOD_RETURN => Reply::Return {
-            endian,
-            signature,
-            body,
-        },
-        ERROR => Reply::Error(error_name.unwrap_or_else(|| "an unnamed error".into())),
-        _ => return Ok(None),
-    };
-    match reply_to {
-        Some(serial) => Ok(Some((serial, reply))),
-        None => Err(bad_message("a reply names no serial it answers")),
-    }
-}
-
-fn unavailable(detail: String) -> Error {
+pub(super) fn unavailable(detail: String) -> Error {
     Error::MachinedUnavailable { detail }
-}
-
-fn bad_message(why: &str) -> Error {
-    unavailable(format!("the system bus sent a malformed message: {why}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zbus::OwnedObjectPath;
+    use zbus::Message;
 
     #[test]
     fn reads_plain_unix_paths_only() {
@@ -396,29 +253,6 @@ mod tests {
             authentication_line(1000),
             b"\0AUTH EXTERNAL 31303030\r\nBEGIN\r\n"
         );
-    }
-
-    #[test]
-    fn frames_and_reads_back_replies_built_by_zbus() {
-        let call = Message::method_call("/a", "M")
-            .serial(NonZeroU32::new(7).unwrap())
-            .build(&())
-            .unwrap();
-        let reply = Message::method_return(&call.header())
-            .serial(NonZeroU32::new(9).unwrap())
-            .build(&(OwnedObjectPath::try_from("/org/x").unwrap(),))
-            .unwrap();
-        let bytes = reply.data().bytes();
-        assert_eq!(message_length(&bytes[..15]).unwrap(), None);
-        assert_eq!(message_length(bytes).unwrap(), Some(bytes.len()));
-        let (reply_to, parsed) = parse_reply(bytes).unwrap().unwrap();
-        assert_eq!(reply_to, NonZeroU32::new(7).unwrap());
-        let path = parsed.decode::<OwnedObjectPath>("o").unwrap().unwrap();
-        assert_eq!(path.as_str(), "/org/x");
-
-        // The same reply, asked for as another type, is a malformed answer, not a success.
-        let (_, parsed) = parse_reply(bytes).unwrap().unwrap();
-        assert!(parsed.decode::<String>("s").is_err());
     }
 
     #[test]

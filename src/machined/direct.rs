@@ -103,7 +103,7 @@ impl DirectBus {
         let serial = self.bus.call(
             &mut out,
             (SERVICE, path.as_str(), PROPERTIES_INTERFACE, "Get"),
-            &(MACHINE_INTERFACE, "Leader"),
+            &[MACHINE_INTERFACE, "Leader"],
         )?;
         self.bus.write(&out)?;
         Ok(LeaderAsked(serial))
@@ -138,7 +138,7 @@ fn ask(name: &str) -> Sent {
     let mut out = Vec::new();
     let mut bus = BusSocket::connect(address, &mut out)?;
     let calls = [
-        bus.call(&mut out, (BUS_SERVICE, BUS_PATH, BUS_SERVICE, "Hello"), &()),
+        bus.call(&mut out, (BUS_SERVICE, BUS_PATH, BUS_SERVICE, "Hello"), &[]),
         bus.call(
             &mut out,
             (
@@ -147,12 +147,12 @@ fn ask(name: &str) -> Sent {
                 super::MANAGER_INTERFACE,
                 "GetMachine",
             ),
-            &(name,),
+            &[name],
         ),
         bus.call(
             &mut out,
             (SERVICE, guess.as_str(), PROPERTIES_INTERFACE, "GetAll"),
-            &(MACHINE_INTERFACE,),
+            &[MACHINE_INTERFACE],
         ),
     ];
     let serials = match calls {

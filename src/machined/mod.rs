@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 
 mod bus_socket;
 pub mod direct;
+mod wire;
 
 pub const SERVICE: &str = "org.freedesktop.machine1";
 pub const MANAGER_PATH: &str = "/org/freedesktop/machine1";
