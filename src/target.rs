@@ -142,13 +142,17 @@ pub fn resolve_machine_directly(
     extra: ExtraNamespaces,
     prepare: Option<Protocol>,
 ) -> Result<Option<Resolved>> {
+    let maker = match prepare {
+        Some(_) => Some(netns::SocketMaker::start()?),
+        None => None,
+    };
     let Some((mut bus, machine)) = DirectBus::machine(name)? else {
         return Ok(None);
     };
     let namespace = pin_leader(&machine, extra)?;
     let asked = bus.ask_leader(&machine.path)?;
-    if let Some(protocol) = prepare {
-        namespace.prepare_netlink(protocol);
+    if let (Some(protocol), Some(maker)) = (prepare, maker) {
+        namespace.prepare_netlink(protocol, maker);
     }
     match bus.leader(asked)? {
         LeaderNow::Is(leader) => confirm_leader(&machine, Some(leader))?,

@@ -11,6 +11,7 @@ use std::os::unix::fs::MetadataExt;
 
 use machnet::link;
 use machnet::machined::Machined;
+use machnet::netlink::Protocol;
 use machnet::netns::ExtraNamespaces;
 use machnet::route::dump::{stream_routes, RouteQuery};
 use machnet::route::names::Names;
@@ -104,6 +105,24 @@ fn every_thread_stays_in_its_own_namespaces() {
                 tokio::task::spawn(async {}).await.unwrap();
                 assert_all_home(&home, &format!("after reading {target}"));
             }
+        }
+        // The direct path makes its socket on a thread started before the namespace is
+        // known; that thread must have ended too, and so must one never handed a job.
+        for (target, prepare) in [
+            ("qbittorrent", Some(Protocol::Route)),
+            ("corpus", Some(Protocol::SockDiag)),
+            ("hostshare", Some(Protocol::Route)),
+        ] {
+            let resolved = machnet::target::resolve_machine_directly(
+                target,
+                ExtraNamespaces::default(),
+                prepare,
+            )
+            .unwrap()
+            .expect("machined answers plainly for a running machine");
+            let mut sock = resolved.namespace.open_netlink().unwrap();
+            link::link_names(&mut sock).unwrap();
+            assert_all_home(&home, &format!("after the direct path to {target}"));
         }
         // exec forks from a helper thread that joins the PID namespace: it too must end,
         // and no other thread may keep the machine's pid_for_children.

@@ -212,8 +212,13 @@ impl PinnedNamespace {
     /// Makes the socket the command will ask for next, now: the direct path to machined
     /// does this while it waits for the leader re-check, so the thread that enters the
     /// namespace runs while the bus answers. A failure is left for the real open to meet.
-    pub fn prepare_netlink(&self, protocol: Protocol) {
-        if let Ok(sock) = self.make_netlink(protocol) {
+    pub fn prepare_netlink(&self, protocol: Protocol, maker: SocketMaker) {
+        let made = if self.is_current() {
+            NetlinkSocket::open_in_current_netns(protocol).ok()
+        } else {
+            maker.make(self, protocol).ok()
+        };
+        if let Some(sock) = made {
             *self.prepared.lock().unwrap_or_else(|e| e.into_inner()) = Some((protocol, sock));
         }
     }
@@ -356,6 +361,54 @@ pub fn host_netns_inodes() -> Vec<u64> {
 
 /// Runs `work` on a thread made for it that ends when `work` returns: the only kind of
 /// thread here that may call setns (see the module's notes).
+/// A thread started before the namespace it is to enter is known: it waits, enters the
+/// namespace it is handed, makes one socket there and ends. Starting a thread costs about
+/// a twentieth of `machnet routes NAME`; started while machined is still answering, that
+/// cost is off the path. Dropped unused, the thread ends without entering anything.
+pub struct SocketMaker {
+    job: std::sync::mpsc::SyncSender<(OwnedFd, Protocol)>,
+    made: std::sync::mpsc::Receiver<io::Result<NetlinkSocket>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl SocketMaker {
+    pub fn start() -> Result<SocketMaker> {
+        let (job, jobs) = std::sync::mpsc::sync_channel::<(OwnedFd, Protocol)>(1);
+        let (done, made) = std::sync::mpsc::sync_channel(1);
+        let thread = std::thread::Builder::new()
+            .name("machnet-setns".into())
+            .spawn(move || {
+                let Ok((netns, protocol)) = jobs.recv() else {
+                    return; // not needed after all
+                };
+                let socket = nix::sched::setns(netns.as_fd(), CloneFlags::CLONE_NEWNET)
+                    .map_err(io::Error::from)
+                    .and_then(|()| NetlinkSocket::open_in_current_netns(protocol));
+                let _ = done.send(socket);
+            })
+            .map_err(|e| Error::io("starting a thread", e))?;
+        Ok(SocketMaker { job, made, thread })
+    }
+
+    /// The socket, made in `namespace`; the thread has ended when this returns.
+    fn make(self, namespace: &PinnedNamespace, protocol: Protocol) -> Result<NetlinkSocket> {
+        let label = || format!("{}: opening a netlink socket inside", namespace.label);
+        let netns = namespace
+            .netns
+            .try_clone()
+            .map_err(|e| Error::io(label(), e))?;
+        let sent = self.job.send((netns, protocol));
+        let made = self.made.recv();
+        self.thread
+            .join()
+            .map_err(|_| Error::Other("the thread machnet-setns panicked".into()))?;
+        match (sent, made) {
+            (Ok(()), Ok(socket)) => socket.map_err(|e| Error::io(label(), e)),
+            _ => Err(Error::Other("the thread machnet-setns ended early".into())),
+        }
+    }
+}
+
 pub(crate) fn on_a_thread_of_its_own<T: Send>(
     name: &str,
     work: impl FnOnce() -> T + Send,
