@@ -359,8 +359,6 @@ pub fn host_netns_inodes() -> Vec<u64> {
         .collect()
 }
 
-/// Runs `work` on a thread made for it that ends when `work` returns: the only kind of
-/// thread here that may call setns (see the module's notes).
 /// A thread started before the namespace it is to enter is known: it waits, enters the
 /// namespace it is handed, makes one socket there and ends. Starting a thread costs about
 /// a twentieth of `machnet routes NAME`; started while machined is still answering, that
@@ -409,6 +407,8 @@ impl SocketMaker {
     }
 }
 
+/// Runs `work` on a thread made for it that ends when `work` returns: the only kind of
+/// thread here that may call setns (see the module's notes).
 pub(crate) fn on_a_thread_of_its_own<T: Send>(
     name: &str,
     work: impl FnOnce() -> T + Send,

@@ -73,11 +73,12 @@ pub fn printf_g(value: f64) -> String {
     if value == 0.0 {
         return "0".into();
     }
-    let exponent = value.abs().log10().floor() as i32;
     // Round to six significant digits first: rounding may carry into the next power of ten.
+    // (The exponent is read from that, not computed with log10: that one call was all
+    // machnet took from libm, a library every run had to map.)
     let sci = format!("{:.5e}", value);
     let (mantissa, exp) = sci.split_once('e').expect("format gives an exponent");
-    let exp: i32 = exp.parse().unwrap_or(exponent);
+    let exp: i32 = exp.parse().expect("format gives an integer exponent");
     if !(-4..6).contains(&exp) {
         let mantissa = trim_zeros(mantissa);
         let sign = if exp < 0 { '-' } else { '+' };
