@@ -89,6 +89,48 @@ fn each_edit_does_what_ip_route_would() {
     assert_eq!(show("10.210.0.0/16"), "");
 }
 
+/// Short IPv4 forms (`10.213/16`, C's octal and hex parts) and an IPv6 prefix with host
+/// bits: machnet's route in the table must be the one `ip` makes of the same words.
+#[test]
+fn short_forms_and_ipv6_host_bits_make_the_route_ip_makes() {
+    let (bed, _corpus) = corpus();
+    let before = table_all(&bed, "corpus");
+    for spec in [
+        "10.213/16 via 10.88.0.1",
+        "012.214/16 dev eth0",
+        "0x0a.0xd7.0x1/24 dev eth0",
+        "fd00:9:9::1/64 via fd88::1",
+    ] {
+        let words: Vec<&str> = spec.split_whitespace().collect();
+        let add = |tool: &dyn Fn(&[&str]) -> std::process::Output, verb: &str| {
+            let mut args = vec![verb];
+            args.extend(&words);
+            args.extend(["proto", "static"]);
+            ok(tool(&args), &format!("{verb} {spec}"));
+        };
+        let by_machnet = |args: &[&str]| {
+            let mut all = vec![args[0], "corpus"];
+            all.extend(&args[1..]);
+            route(&all)
+        };
+        let by_ip = |args: &[&str]| {
+            let mut all = vec!["route"];
+            all.extend(args);
+            bed.ip("corpus", &all)
+        };
+        add(&by_machnet, "add");
+        let machnets = table_all(&bed, "corpus");
+        add(&by_machnet, "del");
+        assert_eq!(table_all(&bed, "corpus"), before, "{spec}: machnet's del");
+        add(&by_ip, "add");
+        let ips = table_all(&bed, "corpus");
+        add(&by_ip, "del");
+        assert_eq!(machnets, ips, "{spec}");
+        assert_ne!(machnets, before, "{spec} added a route");
+    }
+    assert_eq!(table_all(&bed, "corpus"), before);
+}
+
 #[test]
 fn routes_carry_machnets_protocol_unless_told_otherwise() {
     let (bed, _corpus) = corpus();

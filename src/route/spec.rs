@@ -616,11 +616,16 @@ fn route_type_id(word: &str) -> Option<u8> {
     })
 }
 
-/// An address of `family` (0: either).
+/// An address of `family` (0: either), read as `ip` reads one: with a colon it is IPv6;
+/// without, IPv4 in iproute2's own form, which also takes `10` for 10.0.0.0, `10.1` for
+/// 10.1.0.0, and each part in C's notation (`0x0a` hex, `012` octal).
 pub fn parse_addr(text: &str, family: u8) -> Result<IpAddr, String> {
-    let addr: IpAddr = text
-        .parse()
-        .map_err(|_| format!("{text:?} is not an IP address"))?;
+    let addr = if text.contains(':') {
+        text.parse::<Ipv6Addr>().ok().map(IpAddr::V6)
+    } else {
+        ipv4_as_ip_reads_it(text).map(IpAddr::V4)
+    };
+    let addr = addr.ok_or_else(|| format!("{text:?} is not an IP address"))?;
     match (family, addr) {
         (AF_INET, IpAddr::V6(_)) => Err(format!("{text:?} is IPv6 in an IPv4 route")),
         (AF_INET6, IpAddr::V4(_)) => Err(format!("{text:?} is IPv4 in an IPv6 route")),
@@ -628,8 +633,53 @@ pub fn parse_addr(text: &str, family: u8) -> Result<IpAddr, String> {
     }
 }
 
-/// `ADDR[/LEN]`; an address without a length is a host route. Host bits must be zero,
-/// as the kernel insists.
+/// iproute2's get_addr_ipv4: one to four dot-separated parts, each a C unsigned number
+/// (strtoul, base 0) of at most 255; parts left out are zero.
+fn ipv4_as_ip_reads_it(text: &str) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut parts = text.split('.');
+    for octet in octets.iter_mut() {
+        let Some(part) = parts.next() else { break };
+        *octet = u8::try_from(c_unsigned(part)?).ok()?;
+    }
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(Ipv4Addr::from(octets))
+}
+
+/// A whole word read by C's strtoul with base 0: a sign, then `0x` hex, `0` octal or
+/// decimal digits. A minus negates, as in C, so only `-0` stays small enough to pass.
+fn c_unsigned(word: &str) -> Option<u64> {
+    let (negative, digits) = match word.as_bytes().first() {
+        Some(b'-') => (true, &word[1..]),
+        Some(b'+') => (false, &word[1..]),
+        _ => (false, word),
+    };
+    let (radix, digits) = if let Some(hex) = digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+        .filter(|h| !h.is_empty())
+    {
+        (16, hex)
+    } else if digits.len() > 1 && digits.starts_with('0') {
+        (8, &digits[1..])
+    } else {
+        (10, digits)
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    let value = u64::from_str_radix(digits, radix).ok()?;
+    match (negative, value) {
+        (true, 0) | (false, _) => Some(value),
+        (true, _) => None,
+    }
+}
+
+/// `ADDR[/LEN]`; an address without a length is a host route. An IPv4 prefix with host
+/// bits set is refused, as the kernel refuses it; an IPv6 one is masked, as the kernel
+/// masks it for `ip -6 route`.
 pub fn parse_prefix(text: &str, family: u8) -> Result<Prefix, String> {
     let (addr_text, len_text) = match text.split_once('/') {
         Some((a, l)) => (a, Some(l)),
@@ -646,13 +696,13 @@ pub fn parse_prefix(text: &str, family: u8) -> Result<Prefix, String> {
         None => max,
     };
     let masked = mask(addr, len);
-    if masked != addr {
+    if masked != addr && addr.is_ipv4() {
         return Err(format!(
             "{text:?} has host bits set (the prefix is {masked}/{len})"
         ));
     }
     Ok(Prefix {
-        addr: Some(addr),
+        addr: Some(masked),
         len,
     })
 }
@@ -773,6 +823,46 @@ mod tests {
         let cross = add("10.16.0.0/16 via inet6 fd88::1 dev eth0").unwrap();
         assert_eq!(cross.family, AF_INET);
         assert!(cross.nexthop.gateway.unwrap().addr.is_ipv6());
+    }
+
+    /// What iproute2's get_addr_ipv4 and the kernel make of these, worked out from their
+    /// sources; tests/route_edits.rs checks the prefixes against `ip` itself.
+    #[test]
+    fn addresses_and_prefixes_read_as_ip_reads_them() {
+        let addr = |t: &str| parse_addr(t, 0).map(|a| a.to_string());
+        for (text, read) in [
+            ("10", "10.0.0.0"),
+            ("10.1", "10.1.0.0"),
+            ("10.1.2", "10.1.2.0"),
+            ("10.1.2.3", "10.1.2.3"),
+            ("012.1", "10.1.0.0"),
+            ("0x0a.0XFF.0.1", "10.255.0.1"),
+            ("+10.-0.0.1", "10.0.0.1"),
+            ("fd88::1", "fd88::1"),
+            ("::ffff:10.0.0.1", "::ffff:10.0.0.1"),
+        ] {
+            assert_eq!(addr(text).as_deref(), Ok(read), "{text}");
+        }
+        for bad in [
+            "",
+            "10.",
+            ".10",
+            "256",
+            "10.1.2.3.4",
+            "08",
+            "0x",
+            "-1",
+            "10..1",
+            "1 0",
+            "fd88:::1",
+        ] {
+            assert!(addr(bad).is_err(), "{bad:?}");
+        }
+        let prefix = |t: &str| parse_prefix(t, 0).map(|p| format!("{}/{}", p.addr.unwrap(), p.len));
+        assert_eq!(prefix("10/8").as_deref(), Ok("10.0.0.0/8"));
+        assert_eq!(prefix("172.16/12").as_deref(), Ok("172.16.0.0/12"));
+        assert_eq!(prefix("fd00:9:9::1/64").as_deref(), Ok("fd00:9:9::/64"));
+        assert!(prefix("10.1/8").unwrap_err().contains("host bits"));
     }
 
     #[test]
