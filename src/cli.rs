@@ -230,7 +230,7 @@ pub struct GetArgs {
     pub json: bool,
 
     /// Destinations, and options as `ip route get` takes them (from, iif, oif, mark, tos,
-    /// uid, fibmatch) for all of them. With no destination, one query a line on stdin.
+    /// uid, fibmatch, ipproto, sport, dport) for all of them. With no destination, one query a line on stdin.
     #[arg(
         value_name = "DEST|OPTION",
         trailing_var_arg = true,

