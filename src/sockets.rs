@@ -8,6 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::link::LinkNames;
 use crate::netlink::NetlinkSocket;
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
@@ -27,6 +28,9 @@ pub struct Endpoint {
     /// not also takes IPv4, which ss shows as `*`.
     #[serde(skip)]
     pub v6only: bool,
+    /// The device the socket is bound to (SO_BINDTODEVICE), which ss shows as `addr%dev`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -46,6 +50,9 @@ pub struct Socket {
     pub peer: Endpoint,
     #[serde(skip)]
     pub inode: u32,
+    /// The bound device's index (the socket id's `idiag_if`), named by [`name_devices`].
+    #[serde(skip)]
+    pub bound_to: u32,
     /// Processes holding the socket, where /proc shows them.
     pub process: Vec<Owner>,
 }
@@ -124,15 +131,34 @@ fn parse_diag(payload: &[u8], netid: &'static str, state: &'static str) -> Resul
             address: addr(8),
             port: port(4),
             v6only,
+            device: None,
         },
         peer: Endpoint {
             address: addr(24),
             port: port(6),
             v6only,
+            device: None,
         },
         inode: word(68),
+        bound_to: word(40),
         process: Vec::new(),
     })
+}
+
+/// Names the devices sockets are bound to, as ss does (`ifN` for an index it cannot name).
+/// Only a listing with a bound socket needs the namespace's link names.
+pub fn name_devices(
+    sockets: &mut [Socket],
+    links: impl FnOnce() -> Result<LinkNames>,
+) -> Result<()> {
+    if sockets.iter().all(|s| s.bound_to == 0) {
+        return Ok(());
+    }
+    let links = links()?;
+    for s in sockets.iter_mut().filter(|s| s.bound_to != 0) {
+        s.local.device = Some(links.name(s.bound_to).into_owned());
+    }
+    Ok(())
 }
 
 /// Fills in the owning processes: every process in the namespace (its /proc/PID/ns/net is
@@ -193,19 +219,23 @@ pub fn attach_owners(sockets: &mut [Socket], netns_inode: u64) {
     }
 }
 
-/// `address:port` as ss prints it: IPv6 in brackets, and `*` for an IPv6 wildcard that
-/// also takes IPv4.
+/// `address:port` as ss prints it: IPv6 in brackets, `*` for an IPv6 wildcard that also
+/// takes IPv4, and `%dev` after the address of a socket bound to a device.
 pub fn endpoint_text(e: &Endpoint, wildcard_port: bool) -> String {
     let port = if wildcard_port && e.port == 0 {
         "*".to_string()
     } else {
         e.port.to_string()
     };
-    if e.address == "::" && !e.v6only {
-        format!("*:{port}")
+    let address = if e.address == "::" && !e.v6only {
+        "*".to_string()
     } else if e.address.contains(':') {
-        format!("[{}]:{port}", e.address)
+        format!("[{}]", e.address)
     } else {
-        format!("{}:{port}", e.address)
+        e.address.clone()
+    };
+    match &e.device {
+        Some(device) => format!("{address}%{device}:{port}"),
+        None => format!("{address}:{port}"),
     }
 }

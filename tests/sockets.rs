@@ -18,8 +18,13 @@ for family, kind, addr in [
     (socket.AF_INET6, socket.SOCK_STREAM, ("::", 8080)),
     (socket.AF_INET, socket.SOCK_DGRAM, ("0.0.0.0", 5353)),
     (socket.AF_INET6, socket.SOCK_DGRAM, ("fd88::2", 5354)),
+    (socket.AF_INET, socket.SOCK_STREAM, ("127.0.0.1", 9091)),
+    (socket.AF_INET6, socket.SOCK_DGRAM, ("::", 5355)),
 ]:
     s = socket.socket(family, kind)
+    if addr[1] in (9091, 5355):
+        # Bound to a device: ss shows it as ADDR%DEV.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"lo" if addr[1] == 9091 else b"eth0")
     if family == socket.AF_INET6 and addr[0] == "fd88::2":
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     s.bind(addr)
@@ -78,7 +83,14 @@ fn listening_sockets_and_owners_match_ss() {
         "machnet:\n{mine}\nss:\n{theirs}"
     );
     let pid = listeners.0.id().to_string();
-    for port in ["10.88.0.2:9090", "*:8080", "0.0.0.0:5353", "[fd88::2]:5354"] {
+    for port in [
+        "10.88.0.2:9090",
+        "*:8080",
+        "0.0.0.0:5353",
+        "[fd88::2]:5354",
+        "127.0.0.1%lo:9091",
+        "*%eth0:5355",
+    ] {
         let line = mine
             .lines()
             .find(|l| l.contains(port))
@@ -97,4 +109,12 @@ fn listening_sockets_and_owners_match_ss() {
     assert_eq!(tcp9090["netid"], "tcp");
     assert_eq!(tcp9090["local"]["address"], "10.88.0.2");
     assert_eq!(tcp9090["process"][0]["name"], "python3");
+    assert!(tcp9090["local"].get("device").is_none(), "{tcp9090}");
+    let bound = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["local"]["port"] == 9091)
+        .expect("9091 in JSON");
+    assert_eq!(bound["local"]["device"], "lo");
 }

@@ -9,6 +9,9 @@ pub async fn run(args: BriefArgs) -> Result<i32> {
     let namespace = super::pin_for(&args.target, Protocol::SockDiag).await?;
     let mut sock = namespace.open_netlink_of(Protocol::SockDiag)?;
     let mut found = sockets::listening(&mut sock)?;
+    sockets::name_devices(&mut found, || {
+        crate::link::link_names(&mut namespace.open_netlink()?)
+    })?;
     sockets::attach_owners(&mut found, namespace.inode);
     let mut out = Vec::new();
     if args.json {
