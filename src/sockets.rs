@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::unix::fs::MetadataExt;
 
 use serde::Serialize;
 
@@ -161,10 +160,15 @@ pub fn name_devices(
     Ok(())
 }
 
-/// Fills in the owning processes: every process in the namespace (its /proc/PID/ns/net is
-/// `netns_inode`) whose fds include one of the sockets. Processes that vanish meanwhile,
-/// or whose fds we may not read, are skipped: "where visible".
-pub fn attach_owners(sockets: &mut [Socket], netns_inode: u64) {
+/// Fills in the owning processes: every process whose fds include one of the sockets, as
+/// `ss -p` finds them. Not only processes in the namespace: a socket keeps the namespace it
+/// was made in, and the process holding it may have moved on (or been handed it). Socket
+/// inodes are unique across the system, so matching them needs no namespace. Processes that
+/// vanish meanwhile, or whose fds we may not read, are skipped: "where visible".
+pub fn attach_owners(sockets: &mut [Socket]) {
+    if sockets.is_empty() {
+        return;
+    }
     let wanted: HashMap<u32, usize> = sockets
         .iter()
         .enumerate()
@@ -182,9 +186,6 @@ pub fn attach_owners(sockets: &mut [Socket], netns_inode: u64) {
             continue;
         };
         let dir = entry.path();
-        if std::fs::metadata(dir.join("ns/net")).map(|m| m.ino()).ok() != Some(netns_inode) {
-            continue;
-        }
         let Ok(fds) = std::fs::read_dir(dir.join("fd")) else {
             continue;
         };

@@ -11,7 +11,7 @@ use common::*;
 use serde_json::Value;
 
 const LISTENERS: &str = r#"
-import socket, sys, time
+import ctypes, os, socket, sys, time
 socks = []
 for family, kind, addr in [
     (socket.AF_INET, socket.SOCK_STREAM, ("10.88.0.2", 9090)),
@@ -31,6 +31,25 @@ for family, kind, addr in [
     if kind == socket.SOCK_STREAM:
         s.listen(5)
     socks.append(s)
+# One more listener, held by a child that then leaves for PID 1's network namespace (the
+# testbed's host): its owner is no longer in corpus, and ss -p still names it.
+away = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+away.bind(("10.88.0.2", 9092))
+away.listen(5)
+read_end, write_end = os.pipe()
+if os.fork() == 0:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL: it ends with the listener the test ends
+    for s in socks:
+        s.close()  # one owner a socket, as before
+    fd = os.open("/proc/1/ns/net", os.O_RDONLY)
+    if libc.setns(fd, 0x40000000) != 0:
+        os._exit(1)
+    os.write(write_end, b"x")
+    time.sleep(60)
+    os._exit(0)
+os.read(read_end, 1)
+away.close()
 print("ready", flush=True)
 time.sleep(60)
 "#;
@@ -97,6 +116,16 @@ fn listening_sockets_and_owners_match_ss() {
             .unwrap_or_else(|| panic!("{port}:\n{mine}"));
         assert!(line.contains(&format!("\"python3\",pid={pid},")), "{line}");
     }
+
+    // 9092's only holder has left for another network namespace; ss -p still names it.
+    let away = mine
+        .lines()
+        .find(|l| l.contains("10.88.0.2:9092"))
+        .unwrap_or_else(|| panic!("9092:\n{mine}"));
+    assert!(
+        away.contains("users:((\"python3\",pid=") && !away.contains(&format!("pid={pid},")),
+        "{away}"
+    );
 
     let json: Value =
         serde_json::from_str(&ok(machnet(&["sockets", "corpus", "--json"]), "json")).unwrap();

@@ -12,7 +12,7 @@ pub async fn run(args: BriefArgs) -> Result<i32> {
     sockets::name_devices(&mut found, || {
         crate::link::link_names(&mut namespace.open_netlink()?)
     })?;
-    sockets::attach_owners(&mut found, namespace.inode);
+    sockets::attach_owners(&mut found);
     let mut out = Vec::new();
     if args.json {
         serde_json::to_writer(&mut out, &found).map_err(|e| Error::Other(e.to_string()))?;
