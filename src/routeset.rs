@@ -136,8 +136,58 @@ impl DeclaredRoute {
                 ));
             }
         }
+        self.check_addresses()?;
         let words = self.words();
         spec::parse(&words, Purpose::Add, 0, names).map_err(|e| e.to_string())
+    }
+
+    /// Addresses in a declared set are written out in full. `ip` on a command line also
+    /// takes `10/8` for 10.0.0.0/8 and reads `010` as octal 8, and masks an IPv6 prefix's
+    /// host bits; in a file that apply enforces, each is far likelier a typo than meant.
+    fn check_addresses(&self) -> Result<(), String> {
+        let (address, len) = match self.destination.split_once('/') {
+            Some((address, len)) => (address, Some(len)),
+            None => (self.destination.as_str(), None),
+        };
+        if self.destination != "default" {
+            let addr: std::net::IpAddr = address.parse().map_err(|_| {
+                format!(
+                    "destination {:?} is not written out in full (as 10.0.0.0/8 or fd00::/64)",
+                    self.destination
+                )
+            })?;
+            let len: u8 = match len {
+                Some(len) => len.parse().map_err(|_| {
+                    format!(
+                        "destination {:?} has an invalid prefix length",
+                        self.destination
+                    )
+                })?,
+                None => {
+                    if addr.is_ipv4() {
+                        32
+                    } else {
+                        128
+                    }
+                }
+            };
+            let prefix = spec::parse_prefix(&format!("{addr}/{len}"), 0)?;
+            if prefix.addr != Some(addr) {
+                return Err(format!(
+                    "destination {:?} has host bits set (the prefix is {}/{len})",
+                    self.destination,
+                    prefix.addr.map_or_else(String::new, |a| a.to_string())
+                ));
+            }
+        }
+        for (field, value) in [("gateway", &self.gateway), ("src", &self.src)] {
+            if let Some(value) = value {
+                value.parse::<std::net::IpAddr>().map_err(|_| {
+                    format!("{field} {value:?} is not an address written out in full")
+                })?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -443,6 +493,44 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("\"web\" is declared twice"), "{err}");
+    }
+
+    /// What `ip` takes on a command line but a declared set must write out in full.
+    #[test]
+    fn declared_addresses_are_written_out_in_full() {
+        let route = |json: &str| -> std::result::Result<RouteSpec, String> {
+            let declared: DeclaredRoute = serde_json::from_str(json).unwrap();
+            declared.to_spec(&Names::builtin())
+        };
+        for (json, says) in [
+            (r#"{"destination": "10/8"}"#, "not written out in full"),
+            (
+                r#"{"destination": "010.0.0.0/8"}"#,
+                "not written out in full",
+            ),
+            (r#"{"destination": "fd00::1/64", "dev": "lo"}"#, "host bits"),
+            (r#"{"destination": "10.1.0.0/8"}"#, "host bits"),
+            (r#"{"destination": "10.0.0.0/x"}"#, "prefix length"),
+            (
+                r#"{"destination": "10.0.0.0/8", "gateway": "10.0.0.010"}"#,
+                "gateway \"10.0.0.010\"",
+            ),
+            (
+                r#"{"destination": "10.0.0.0/8", "src": "1", "dev": "lo"}"#,
+                "src \"1\"",
+            ),
+        ] {
+            let err = route(json).unwrap_err();
+            assert!(err.contains(says), "{json}: {err}");
+        }
+        for json in [
+            r#"{"destination": "default", "gateway": "10.0.0.1"}"#,
+            r#"{"destination": "10.0.0.0/8", "gateway": "10.0.0.1"}"#,
+            r#"{"destination": "fd00::/64", "gateway": "fd88::1"}"#,
+            r#"{"destination": "10.1.2.3", "type": "blackhole"}"#,
+        ] {
+            assert!(route(json).is_ok(), "{json}: {:?}", route(json));
+        }
     }
 
     #[test]

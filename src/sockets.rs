@@ -144,20 +144,17 @@ fn parse_diag(payload: &[u8], netid: &'static str, state: &'static str) -> Resul
     })
 }
 
-/// Names the devices sockets are bound to, as ss does (`ifN` for an index it cannot name).
-/// Only a listing with a bound socket needs the namespace's link names.
-pub fn name_devices(
-    sockets: &mut [Socket],
-    links: impl FnOnce() -> Result<LinkNames>,
-) -> Result<()> {
+/// Names the devices sockets are bound to, as ss does (`ifN` for an index it cannot name,
+/// which is also what every bound socket shows if the link names cannot be read). Only a
+/// listing with a bound socket needs the namespace's link names.
+pub fn name_devices(sockets: &mut [Socket], links: impl FnOnce() -> Result<LinkNames>) {
     if sockets.iter().all(|s| s.bound_to == 0) {
-        return Ok(());
+        return;
     }
-    let links = links()?;
+    let links = links().unwrap_or_default();
     for s in sockets.iter_mut().filter(|s| s.bound_to != 0) {
         s.local.device = Some(links.name(s.bound_to).into_owned());
     }
-    Ok(())
 }
 
 /// Fills in the owning processes: every process whose fds include one of the sockets, as
@@ -189,9 +186,8 @@ pub fn attach_owners(sockets: &mut [Socket]) {
         let Ok(fds) = std::fs::read_dir(dir.join("fd")) else {
             continue;
         };
-        let name = std::fs::read_to_string(dir.join("comm"))
-            .map(|c| c.trim_end().to_string())
-            .unwrap_or_default();
+        // Read only for a process that holds one of the sockets.
+        let mut name: Option<String> = None;
         for fd in fds.flatten() {
             let Ok(target) = std::fs::read_link(fd.path()) else {
                 continue;
@@ -207,6 +203,11 @@ pub fn attach_owners(sockets: &mut [Socket]) {
                 continue;
             };
             if let Some(&i) = wanted.get(&inode) {
+                let name = name.get_or_insert_with(|| {
+                    std::fs::read_to_string(dir.join("comm"))
+                        .map(|c| c.trim_end().to_string())
+                        .unwrap_or_default()
+                });
                 sockets[i].process.push(Owner {
                     name: name.clone(),
                     pid,

@@ -11,7 +11,7 @@ pub async fn run(args: BriefArgs) -> Result<i32> {
     let mut found = sockets::listening(&mut sock)?;
     sockets::name_devices(&mut found, || {
         crate::link::link_names(&mut namespace.open_netlink()?)
-    })?;
+    });
     sockets::attach_owners(&mut found);
     let mut out = Vec::new();
     if args.json {

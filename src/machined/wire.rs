@@ -202,10 +202,12 @@ pub fn message_length(bytes: &[u8]) -> Result<Option<usize>> {
     };
     let body = u32_at(4) as usize;
     let fields = u32_at(12) as usize;
-    let total = (16 + fields).next_multiple_of(8) + body;
-    if total > MAX_MESSAGE {
-        return Err(bad_message("it is longer than D-Bus allows"));
-    }
+    let total = 16usize
+        .checked_add(fields)
+        .map(|header| header.next_multiple_of(8))
+        .and_then(|header| header.checked_add(body))
+        .filter(|total| *total <= MAX_MESSAGE)
+        .ok_or_else(|| bad_message("it is longer than D-Bus allows"))?;
     Ok(Some(total))
 }
 

@@ -364,9 +364,11 @@ pub fn host_netns_inodes() -> Vec<u64> {
 /// a twentieth of `machnet routes NAME`; started while machined is still answering, that
 /// cost is off the path. Dropped unused, the thread ends without entering anything.
 pub struct SocketMaker {
-    job: std::sync::mpsc::SyncSender<(OwnedFd, Protocol)>,
+    /// Taken when the job is sent; dropping it unsent tells the thread to end.
+    job: Option<std::sync::mpsc::SyncSender<(OwnedFd, Protocol)>>,
     made: std::sync::mpsc::Receiver<io::Result<NetlinkSocket>>,
-    thread: std::thread::JoinHandle<()>,
+    /// Joined when the socket is made, or when the maker is dropped unused.
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl SocketMaker {
@@ -385,25 +387,43 @@ impl SocketMaker {
                 let _ = done.send(socket);
             })
             .map_err(|e| Error::io("starting a thread", e))?;
-        Ok(SocketMaker { job, made, thread })
+        Ok(SocketMaker {
+            job: Some(job),
+            made,
+            thread: Some(thread),
+        })
     }
 
     /// The socket, made in `namespace`; the thread has ended when this returns.
-    fn make(self, namespace: &PinnedNamespace, protocol: Protocol) -> Result<NetlinkSocket> {
+    fn make(mut self, namespace: &PinnedNamespace, protocol: Protocol) -> Result<NetlinkSocket> {
         let label = || format!("{}: opening a netlink socket inside", namespace.label);
         let netns = namespace
             .netns
             .try_clone()
             .map_err(|e| Error::io(label(), e))?;
-        let sent = self.job.send((netns, protocol));
+        let job = self.job.take().expect("a maker makes one socket");
+        let sent = job.send((netns, protocol));
         let made = self.made.recv();
-        self.thread
-            .join()
-            .map_err(|_| Error::Other("the thread machnet-setns panicked".into()))?;
+        self.end()?;
         match (sent, made) {
             (Ok(()), Ok(socket)) => socket.map_err(|e| Error::io(label(), e)),
             _ => Err(Error::Other("the thread machnet-setns ended early".into())),
         }
+    }
+
+    /// Lets the thread go (if no job was sent) and waits for it to end.
+    fn end(&mut self) -> Result<()> {
+        self.job.take();
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            Some(Err(_)) => Err(Error::Other("the thread machnet-setns panicked".into())),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for SocketMaker {
+    fn drop(&mut self) {
+        let _ = self.end();
     }
 }
 

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use super::message::{AF_INET, AF_INET6, RTA_DST, RTA_IIF, RTA_MARK, RTA_OIF, RTA_SRC, RTA_UID};
 use super::names::{parse_c_number, Names};
-use super::spec::{parse_addr, parse_prefix, SpecError};
+use super::spec::{parse_addr, SpecError};
 use crate::link::LinkNames;
 use crate::netlink::attr;
 
@@ -72,10 +72,7 @@ pub fn parse(
             ""
         };
         match word {
-            "from" => {
-                let p = parse_prefix(value, 0).map_err(|e| bad(i, &e))?;
-                options.from = Some((p.addr.expect("prefixes here have addresses"), p.len));
-            }
+            "from" => options.from = Some(source(value).map_err(|e| bad(i, &e))?),
             "iif" => options.iif = Some(value.to_string()),
             "oif" | "dev" => options.oif = Some(value.to_string()),
             "mark" => {
@@ -117,6 +114,26 @@ pub fn parse(
         i += 1;
     }
     Ok(dests)
+}
+
+/// `from ADDR[/LEN]` as iproute2's get_prefix reads it for `route get`: the address as
+/// given, never masked (the kernel takes it as the packet's source and ignores the length).
+fn source(text: &str) -> Result<(IpAddr, u8), String> {
+    let (address, len) = match text.split_once('/') {
+        Some((address, len)) => (address, Some(len)),
+        None => (text, None),
+    };
+    let addr = parse_addr(address, 0)?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        Some(len) => len
+            .parse::<u8>()
+            .ok()
+            .filter(|l| *l <= max)
+            .ok_or_else(|| format!("{text:?} has an invalid prefix length"))?,
+        None => max,
+    };
+    Ok((addr, len))
 }
 
 /// The RTM_GETROUTE request for one destination.

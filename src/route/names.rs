@@ -292,18 +292,54 @@ pub fn parse_db(text: &str, add: &mut impl FnMut(u32, String)) {
 
 /// strtoul(text, 0): decimal, 0x hex or 0 octal.
 pub fn parse_c_number(text: &str) -> Option<u32> {
-    if let Some(hex) = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
-        u32::from_str_radix(hex, 16).ok()
-    } else if text.len() > 1 && text.starts_with('0') {
-        u32::from_str_radix(&text[1..], 8).ok()
-    } else {
-        text.parse().ok()
+    // strtoul takes a sign before the base prefix, and only digits after it.
+    let text = text.strip_prefix('+').unwrap_or(text);
+    let (radix, digits) =
+        if let Some(hex) = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+            (16, hex)
+        } else if text.len() > 1 && text.starts_with('0') {
+            (8, &text[1..])
+        } else {
+            (10, text)
+        };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
     }
+    u32::from_str_radix(digits, radix).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// C's strtoul with base 0, on a whole word.
+    #[test]
+    fn c_numbers_as_strtoul_reads_them() {
+        for (text, n) in [
+            ("10", 10),
+            ("0x1F", 31),
+            ("0X10", 16),
+            ("010", 8),
+            ("0", 0),
+            ("+7", 7),
+            ("+0x10", 16),
+        ] {
+            assert_eq!(parse_c_number(text), Some(n), "{text}");
+        }
+        for bad in [
+            "",
+            "0x",
+            "08",
+            "0x+a",
+            "0+7",
+            "-1",
+            "1a",
+            "++1",
+            "4294967296",
+        ] {
+            assert_eq!(parse_c_number(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn files_add_and_override_names() {
