@@ -12,12 +12,9 @@ use machnet::link_brief::Brief;
 fn main() -> ExitCode {
     // Before anything of ours is opened: what the caller passed is theirs to pass on.
     machnet::netns::remember_inherited_fds();
-    // Ask machined for the machine the arguments seem to name while clap parses them. Not
-    // for other users: they are refused (netns::require_privileges) before machnet would
-    // otherwise talk to the bus.
+    // Ask machined for the machine the arguments seem to name while clap parses them.
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let root = rustix::process::geteuid().is_root();
-    if let Some(name) = machnet::cli::guess_machine_target(&args).filter(|_| root) {
+    if let Some(name) = machnet::cli::guess_machine_target(&args) {
         machnet::machined::direct::ask_early(&name);
     }
     let cli = match Cli::try_parse_from(args) {
@@ -68,9 +65,7 @@ fn run(cli: Cli) -> Result<i32> {
     }
     // The bus and machined answer while the runtime, name tables and checks are set up.
     if let Some(name) = cli.command.machine_target() {
-        if rustix::process::geteuid().is_root() {
-            machnet::machined::direct::ask_early(name);
-        }
+        machnet::machined::direct::ask_early(name);
     }
     // One thread drives D-Bus; netlink work is synchronous and namespace switches happen
     // on threads of their own (netns.rs), never on a runtime thread.

@@ -145,38 +145,20 @@ impl DeclaredRoute {
     /// takes `10/8` for 10.0.0.0/8 and reads `010` as octal 8, and masks an IPv6 prefix's
     /// host bits; in a file that apply enforces, each is far likelier a typo than meant.
     fn check_addresses(&self) -> Result<(), String> {
-        let (address, len) = match self.destination.split_once('/') {
-            Some((address, len)) => (address, Some(len)),
-            None => (self.destination.as_str(), None),
-        };
         if self.destination != "default" {
+            let address = self.destination.split('/').next().unwrap_or_default();
             let addr: std::net::IpAddr = address.parse().map_err(|_| {
                 format!(
                     "destination {:?} is not written out in full (as 10.0.0.0/8 or fd00::/64)",
                     self.destination
                 )
             })?;
-            let len: u8 = match len {
-                Some(len) => len.parse().map_err(|_| {
-                    format!(
-                        "destination {:?} has an invalid prefix length",
-                        self.destination
-                    )
-                })?,
-                None => {
-                    if addr.is_ipv4() {
-                        32
-                    } else {
-                        128
-                    }
-                }
-            };
-            let prefix = spec::parse_prefix(&format!("{addr}/{len}"), 0)?;
-            if prefix.addr != Some(addr) {
+            // Refuses a bad length, and IPv4 host bits; IPv6 ones it masks, so compare.
+            let prefix = spec::parse_prefix(&self.destination, 0)?;
+            if let Some(masked) = prefix.addr.filter(|masked| *masked != addr) {
                 return Err(format!(
-                    "destination {:?} has host bits set (the prefix is {}/{len})",
-                    self.destination,
-                    prefix.addr.map_or_else(String::new, |a| a.to_string())
+                    "destination {:?} has host bits set (the prefix is {masked}/{})",
+                    self.destination, prefix.len
                 ));
             }
         }

@@ -102,7 +102,8 @@ fn short_forms_and_ipv6_host_bits_make_the_route_ip_makes() {
         "fd00:9:9::1/64 via fd88::1",
     ] {
         let words: Vec<&str> = spec.split_whitespace().collect();
-        let add = |tool: &dyn Fn(&[&str]) -> std::process::Output, verb: &str| {
+        // `VERB SPEC proto static` through machnet or ip.
+        let edit = |tool: &dyn Fn(&[&str]) -> std::process::Output, verb: &str| {
             let mut args = vec![verb];
             args.extend(&words);
             args.extend(["proto", "static"]);
@@ -118,13 +119,13 @@ fn short_forms_and_ipv6_host_bits_make_the_route_ip_makes() {
             all.extend(args);
             bed.ip("corpus", &all)
         };
-        add(&by_machnet, "add");
+        edit(&by_machnet, "add");
         let machnets = table_all(&bed, "corpus");
-        add(&by_machnet, "del");
+        edit(&by_machnet, "del");
         assert_eq!(table_all(&bed, "corpus"), before, "{spec}: machnet's del");
-        add(&by_ip, "add");
+        edit(&by_ip, "add");
         let ips = table_all(&bed, "corpus");
-        add(&by_ip, "del");
+        edit(&by_ip, "del");
         assert_eq!(machnets, ips, "{spec}");
         assert_ne!(machnets, before, "{spec} added a route");
     }

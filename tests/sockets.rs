@@ -129,21 +129,17 @@ fn listening_sockets_and_owners_match_ss() {
 
     let json: Value =
         serde_json::from_str(&ok(machnet(&["sockets", "corpus", "--json"]), "json")).unwrap();
-    let tcp9090 = json
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["local"]["port"] == 9090)
-        .expect("9090 in JSON");
+    let by_port = |port: u16| {
+        json.as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["local"]["port"] == port)
+            .unwrap_or_else(|| panic!("{port} in JSON"))
+    };
+    let tcp9090 = by_port(9090);
     assert_eq!(tcp9090["netid"], "tcp");
     assert_eq!(tcp9090["local"]["address"], "10.88.0.2");
     assert_eq!(tcp9090["process"][0]["name"], "python3");
     assert!(tcp9090["local"].get("device").is_none(), "{tcp9090}");
-    let bound = json
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["local"]["port"] == 9091)
-        .expect("9091 in JSON");
-    assert_eq!(bound["local"]["device"], "lo");
+    assert_eq!(by_port(9091)["local"]["device"], "lo");
 }

@@ -78,11 +78,8 @@ pub struct Refused {
     pub also_refused: usize,
     /// Steps whose outcome is unknown: sent, or about to be, when the socket failed.
     pub unanswered: usize,
-    /// How the undo went: steps put back, and the refusals of those that could not be.
-    pub undone: usize,
-    pub undo_failures: Vec<(Step, Error)>,
-    /// The socket failed during the undo: how many steps were then left not undone.
-    pub undo_cut_short: Option<(usize, Error)>,
+    /// How the undo of every step known to be done went.
+    pub undo: Undid,
 }
 
 /// Runs `plan` with as few round trips as the socket allows. On a refusal, every step that
@@ -134,9 +131,7 @@ pub fn execute(
         error,
         also_refused: refusals.len(),
         unanswered,
-        undone: undid.undone,
-        undo_failures: undid.failures,
-        undo_cut_short: undid.cut_short,
+        undo: undid,
     }))
 }
 
@@ -213,10 +208,14 @@ fn backward<'a>(
 }
 
 /// How an undo went.
-struct Undid {
-    undone: usize,
-    failures: Vec<(Step, Error)>,
-    cut_short: Option<(usize, Error)>,
+#[derive(Debug)]
+pub struct Undid {
+    /// Steps put back.
+    pub undone: usize,
+    /// The refusals of those that could not be.
+    pub failures: Vec<(Step, Error)>,
+    /// The socket failed: how many steps were then left not undone, and why.
+    pub cut_short: Option<(usize, Error)>,
 }
 
 /// Undoes `done` (in the order it was done), going on past a failed undo so as much as

@@ -597,20 +597,21 @@ fn refusal_error(
             plural(n)
         ));
     }
-    let restored = match (&refused.undo_cut_short, refused.undo_failures.len()) {
+    let undo = &refused.undo;
+    let restored = match (&undo.cut_short, undo.failures.len()) {
         (None, 0) if refused.unanswered > 0 => format!(
             "the {} step{} known to be done in {label} were put back",
-            refused.undone,
-            plural(refused.undone)
+            undo.undone,
+            plural(undo.undone)
         ),
         (None, 0) => format!(
             "everything changed in {label} was put back ({} step{} undone)",
-            refused.undone,
-            plural(refused.undone)
+            undo.undone,
+            plural(undo.undone)
         ),
         (cut_short, failures) => {
-            let mut failed: Vec<String> = refused
-                .undo_failures
+            let mut failed: Vec<String> = undo
+                .failures
                 .iter()
                 .map(|(step, e)| format!("{step:?}: {e}"))
                 .collect();

@@ -68,8 +68,12 @@ static ASKED_EARLY: Mutex<Option<(String, Sent)>> = Mutex::new(None);
 /// work on it while machnet sets itself up (argument parsing, runtime, name tables,
 /// privilege check): their answers are waiting when [`DirectBus::machine`] is called. A
 /// lookup of another name sent earlier is dropped; one of the same name is kept, even when
-/// it could not be sent (that is not tried twice).
+/// it could not be sent (that is not tried twice). Not for other users than root: they are
+/// refused (netns::require_privileges) before machnet would otherwise talk to the bus.
 pub fn ask_early(name: &str) {
+    if !rustix::process::geteuid().is_root() {
+        return;
+    }
     let mut early = ASKED_EARLY.lock().unwrap_or_else(|e| e.into_inner());
     if early
         .as_ref()

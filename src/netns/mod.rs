@@ -11,7 +11,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -213,12 +213,7 @@ impl PinnedNamespace {
     /// does this while it waits for the leader re-check, so the thread that enters the
     /// namespace runs while the bus answers. A failure is left for the real open to meet.
     pub fn prepare_netlink(&self, protocol: Protocol, maker: SocketMaker) {
-        let made = if self.is_current() {
-            NetlinkSocket::open_in_current_netns(protocol).ok()
-        } else {
-            maker.make(self, protocol).ok()
-        };
-        if let Some(sock) = made {
+        if let Ok(sock) = self.make_netlink(protocol, Some(maker)) {
             *self.prepared.lock().unwrap_or_else(|e| e.into_inner()) = Some((protocol, sock));
         }
     }
@@ -253,21 +248,27 @@ impl PinnedNamespace {
             .take();
         match prepared {
             Some((made_for, sock)) if made_for == protocol => Ok(sock),
-            _ => self.make_netlink(protocol),
+            _ => self.make_netlink(protocol, None),
         }
     }
 
-    fn make_netlink(&self, protocol: Protocol) -> Result<NetlinkSocket> {
+    /// A socket in this namespace: made right here when we are in it already, else by
+    /// `maker`'s waiting thread, or else by a thread started for it.
+    fn make_netlink(
+        &self,
+        protocol: Protocol,
+        maker: Option<SocketMaker>,
+    ) -> Result<NetlinkSocket> {
         if self.is_current() {
             // Already here (.host, or a machine sharing our namespace): no setns, so this
             // works without privileges, as `ip` does.
             return NetlinkSocket::open_in_current_netns(protocol)
                 .map_err(|e| Error::io(format!("{}: opening a netlink socket", self.label), e));
         }
-        let in_namespace = || -> io::Result<NetlinkSocket> {
-            nix::sched::setns(self.netns.as_fd(), CloneFlags::CLONE_NEWNET)?;
-            NetlinkSocket::open_in_current_netns(protocol)
-        };
+        if let Some(maker) = maker {
+            return maker.make(self, protocol);
+        }
+        let in_namespace = || socket_inside(self.netns.as_fd(), protocol);
         on_a_thread_of_its_own("machnet-setns", in_namespace)?.map_err(|e| {
             Error::io(
                 format!("{}: opening a netlink socket inside", self.label),
@@ -285,12 +286,9 @@ impl PinnedNamespace {
             namespaces
                 .iter()
                 .map(|ns| {
-                    nix::sched::setns(ns.netns.as_fd(), CloneFlags::CLONE_NEWNET)
-                        .map_err(io::Error::from)
-                        .and_then(|()| NetlinkSocket::open_in_current_netns(Protocol::Route))
-                        .map_err(|e| {
-                            Error::io(format!("{}: opening a netlink socket inside", ns.label), e)
-                        })
+                    socket_inside(ns.netns.as_fd(), Protocol::Route).map_err(|e| {
+                        Error::io(format!("{}: opening a netlink socket inside", ns.label), e)
+                    })
                 })
                 .collect()
         };
@@ -359,6 +357,13 @@ pub fn host_netns_inodes() -> Vec<u64> {
         .collect()
 }
 
+/// Moves the calling thread into `netns` and makes a socket there. Only for threads that
+/// end right after (on_a_thread_of_its_own, SocketMaker): the thread stays moved.
+fn socket_inside(netns: BorrowedFd<'_>, protocol: Protocol) -> io::Result<NetlinkSocket> {
+    nix::sched::setns(netns, CloneFlags::CLONE_NEWNET)?;
+    NetlinkSocket::open_in_current_netns(protocol)
+}
+
 /// A thread started before the namespace it is to enter is known: it waits, enters the
 /// namespace it is handed, makes one socket there and ends. Starting a thread costs about
 /// a twentieth of `machnet routes NAME`; started while machined is still answering, that
@@ -381,10 +386,7 @@ impl SocketMaker {
                 let Ok((netns, protocol)) = jobs.recv() else {
                     return; // not needed after all
                 };
-                let socket = nix::sched::setns(netns.as_fd(), CloneFlags::CLONE_NEWNET)
-                    .map_err(io::Error::from)
-                    .and_then(|()| NetlinkSocket::open_in_current_netns(protocol));
-                let _ = done.send(socket);
+                let _ = done.send(socket_inside(netns.as_fd(), protocol));
             })
             .map_err(|e| Error::io("starting a thread", e))?;
         Ok(SocketMaker {

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use super::message::{AF_INET, AF_INET6, RTA_DST, RTA_IIF, RTA_MARK, RTA_OIF, RTA_SRC, RTA_UID};
 use super::names::{parse_c_number, Names};
-use super::spec::{parse_addr, SpecError};
+use super::spec::{parse_addr, parse_addr_and_len, SpecError};
 use crate::link::LinkNames;
 use crate::netlink::attr;
 
@@ -72,7 +72,9 @@ pub fn parse(
             ""
         };
         match word {
-            "from" => options.from = Some(source(value).map_err(|e| bad(i, &e))?),
+            // The address as given, never masked, as iproute2 sends it: the kernel takes
+            // it as the packet's source and ignores the length.
+            "from" => options.from = Some(parse_addr_and_len(value, 0).map_err(|e| bad(i, &e))?),
             "iif" => options.iif = Some(value.to_string()),
             "oif" | "dev" => options.oif = Some(value.to_string()),
             "mark" => {
@@ -114,26 +116,6 @@ pub fn parse(
         i += 1;
     }
     Ok(dests)
-}
-
-/// `from ADDR[/LEN]` as iproute2's get_prefix reads it for `route get`: the address as
-/// given, never masked (the kernel takes it as the packet's source and ignores the length).
-fn source(text: &str) -> Result<(IpAddr, u8), String> {
-    let (address, len) = match text.split_once('/') {
-        Some((address, len)) => (address, Some(len)),
-        None => (text, None),
-    };
-    let addr = parse_addr(address, 0)?;
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    let len = match len {
-        Some(len) => len
-            .parse::<u8>()
-            .ok()
-            .filter(|l| *l <= max)
-            .ok_or_else(|| format!("{text:?} has an invalid prefix length"))?,
-        None => max,
-    };
-    Ok((addr, len))
 }
 
 /// The RTM_GETROUTE request for one destination.
@@ -197,8 +179,10 @@ fn ip_protocol(word: &str) -> Option<u8> {
     if let Ok(number) = word.parse::<u8>() {
         return Some(number);
     }
-    let table = std::fs::read_to_string("/etc/protocols").ok()?;
-    protocol_in(&table, word)
+    // Read once: with queries on stdin, every line may name a protocol.
+    static PROTOCOLS: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let table = PROTOCOLS.get_or_init(|| std::fs::read_to_string("/etc/protocols").ok());
+    protocol_in(table.as_deref()?, word)
 }
 
 fn protocol_in(table: &str, word: &str) -> Option<u8> {

@@ -648,10 +648,10 @@ fn ipv4_as_ip_reads_it(text: &str) -> Option<Ipv4Addr> {
     Some(Ipv4Addr::from(octets))
 }
 
-/// `ADDR[/LEN]`; an address without a length is a host route. An IPv4 prefix with host
-/// bits set is refused, as the kernel refuses it; an IPv6 one is masked, as the kernel
-/// masks it for `ip -6 route`.
-pub fn parse_prefix(text: &str, family: u8) -> Result<Prefix, String> {
+/// `ADDR[/LEN]` as written: the address as [`parse_addr`] reads it, never masked, and the
+/// length (the address's full length when none is given). `route get from` sends exactly
+/// this; [`parse_prefix`] masks it.
+pub fn parse_addr_and_len(text: &str, family: u8) -> Result<(IpAddr, u8), String> {
     let (addr_text, len_text) = match text.split_once('/') {
         Some((a, l)) => (a, Some(l)),
         None => (text, None),
@@ -666,6 +666,14 @@ pub fn parse_prefix(text: &str, family: u8) -> Result<Prefix, String> {
             .ok_or_else(|| format!("{text:?} has an invalid prefix length"))?,
         None => max,
     };
+    Ok((addr, len))
+}
+
+/// `ADDR[/LEN]`; an address without a length is a host route. An IPv4 prefix with host
+/// bits set is refused, as the kernel refuses it; an IPv6 one is masked, as the kernel
+/// masks it for `ip -6 route`.
+pub fn parse_prefix(text: &str, family: u8) -> Result<Prefix, String> {
+    let (addr, len) = parse_addr_and_len(text, family)?;
     let masked = mask(addr, len);
     if masked != addr && addr.is_ipv4() {
         return Err(format!(
