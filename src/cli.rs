@@ -231,11 +231,7 @@ pub struct GetArgs {
 
     /// Destinations, and options as `ip route get` takes them (from, iif, oif, mark, tos,
     /// uid, fibmatch, ipproto, sport, dport) for all of them. With no destination, one query a line on stdin.
-    #[arg(
-        value_name = "DEST|OPTION",
-        trailing_var_arg = true,
-        allow_hyphen_values = true
-    )]
+    #[arg(value_name = "DEST|OPTION", trailing_var_arg = true)]
     pub words: Vec<String>,
 }
 
@@ -382,12 +378,7 @@ pub struct EditArgs {
     pub protocol: Option<String>,
 
     /// The route in `ip route` syntax, e.g. `10.0.0.0/8 via 10.77.1.2 dev host0 metric 100`.
-    #[arg(
-        value_name = "SPEC",
-        required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true
-    )]
+    #[arg(value_name = "SPEC", required = true, trailing_var_arg = true)]
     pub spec: Vec<String>,
 }
 

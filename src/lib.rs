@@ -6,6 +6,7 @@
 //! printed as iproute2 prints them (netlink/, route/, link.rs).
 
 pub mod apply;
+pub mod argv;
 pub mod audit;
 pub mod cli;
 pub mod commands;

@@ -13,7 +13,7 @@ fn main() -> ExitCode {
     // Before anything of ours is opened: what the caller passed is theirs to pass on.
     machnet::netns::remember_inherited_fds();
     // Ask machined for the machine the arguments seem to name while clap parses them.
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let args = machnet::argv::hoist_trailing_options(std::env::args_os().collect());
     if let Some(name) = machnet::cli::guess_machine_target(&args) {
         machnet::machined::direct::ask_early(&name);
     }

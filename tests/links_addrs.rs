@@ -108,20 +108,12 @@ fn veth_peers_are_named_across_the_namespace_boundary() {
 #[test]
 fn escape_sequences_in_names_do_not_reach_a_terminal() {
     let _bed = testbed();
-    let ns = format!("evil-{}", std::process::id());
-    let ip = |args: &[&str]| {
-        let mut cmd = Command::new("ip");
-        cmd.args(["-n", &ns]).args(args);
-        ok(run(cmd), &format!("ip {args:?}"))
-    };
-    let mut add = Command::new("ip");
-    add.args(["netns", "add", &ns]);
-    ok(run(add), "ip netns add");
+    let ns = ScratchNetns::new("evil");
     let evil = "ev\x1b[31mil";
-    ip(&[
+    ns.ip(&[
         "link", "add", evil, "type", "veth", "peer", "name", "evilpeer",
     ]);
-    let target = format!("netns:{ns}");
+    let target = ns.target();
     let piped = ok(machnet(&["links", &target]), "links in a pipe");
     let mut script = Command::new("script");
     script.args([
@@ -130,9 +122,7 @@ fn escape_sequences_in_names_do_not_reach_a_terminal() {
         "/dev/null",
     ]);
     let on_terminal = ok(run(script), "links on a terminal");
-    let mut del = Command::new("ip");
-    del.args(["netns", "del", &ns]);
-    ok(run(del), "ip netns del");
+    drop(ns);
     assert!(piped.contains(evil), "pipes get ip's bytes: {piped:?}");
     assert!(
         !on_terminal.contains('\x1b'),

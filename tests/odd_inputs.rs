@@ -9,38 +9,6 @@ use std::process::Command;
 
 use common::*;
 
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let name = format!("{tag}-{}", std::process::id());
-        let mut add = Command::new("ip");
-        add.args(["netns", "add", &name]);
-        ok(run(add), "ip netns add");
-        let ns = Netns(name);
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn ip<S: AsRef<OsStr>>(&self, args: &[S]) -> String {
-        let mut cmd = Command::new("ip");
-        cmd.args(["-n", &self.0]).args(args);
-        ok(run(cmd), "ip")
-    }
-
-    fn target(&self) -> String {
-        format!("netns:{}", self.0)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let mut del = Command::new("ip");
-        del.args(["netns", "del", &self.0]);
-        let _ = run(del);
-    }
-}
-
 /// One encapsulation kind the kernel may or may not have been built with
 /// (CONFIG_LWTUNNEL and friends): the route that uses it, as `ip -6/-4 route add` words.
 struct EncapShape {
@@ -126,7 +94,7 @@ fn report(line: &str) {
 #[test]
 fn an_encapsulated_route_prints_its_type_and_the_rest_stays_exact() {
     let _bed = testbed();
-    let ns = Netns::new("encap");
+    let ns = ScratchNetns::new("encap");
     ns.ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d1"]);
     ns.ip(&["link", "set", "d0", "up"]);
     ns.ip(&["addr", "add", "10.0.0.2/24", "dev", "d0"]);
@@ -146,7 +114,7 @@ fn an_encapsulated_route_prints_its_type_and_the_rest_stays_exact() {
     let mut missing = Vec::new();
     for shape in ENCAP_SHAPES {
         let mut add = Command::new("ip");
-        add.args(["-n", &ns.0, shape.family, "route", "add", shape.prefix])
+        add.args(["-n", ns.name(), shape.family, "route", "add", shape.prefix])
             .args(shape.words);
         let out = run(add);
         if out.status.success() {
@@ -256,7 +224,7 @@ mod bpf {
         }
     }
 
-    pub fn pinned_lwt_xmit_program(ns: &Netns) -> Result<(), String> {
+    pub fn pinned_lwt_xmit_program(ns: &ScratchNetns) -> Result<(), String> {
         // mov64 r0, 0 ; exit
         let insns: [u64; 2] = [u64::from_le_bytes([0xb7, 0, 0, 0, 0, 0, 0, 0]), 0x95];
         let license = c"GPL";
@@ -289,7 +257,7 @@ mod bpf {
         let mut add = Command::new("ip");
         add.args([
             "-n",
-            &ns.0,
+            ns.name(),
             "-4",
             "route",
             "add",
@@ -339,7 +307,7 @@ mod bpf {
 #[test]
 fn an_interface_name_that_is_not_utf8_does_not_break_the_namespace() {
     let _bed = testbed();
-    let ns = Netns::new("bytes");
+    let ns = ScratchNetns::new("bytes");
     let odd = OsStr::from_bytes(b"v\xff");
     ns.ip(&[
         OsStr::new("link"),

@@ -210,3 +210,46 @@ impl Drop for MachineLeader {
         }
     }
 }
+
+/// A network namespace of one test's own (`ip netns add NAME-PID`), for changes no other
+/// test may see; deleted when dropped, also when the test fails.
+pub struct ScratchNetns(String);
+
+impl ScratchNetns {
+    pub fn new(tag: &str) -> ScratchNetns {
+        // Tests of one binary run in parallel: the counter keeps their names apart.
+        static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("{tag}-{}-{n}", std::process::id());
+        let mut add = Command::new("ip");
+        add.args(["netns", "add", &name]);
+        ok(run(add), "ip netns add");
+        let ns = ScratchNetns(name);
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+
+    /// `ip -n NAME ARGS`, which must succeed; its stdout.
+    pub fn ip<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> String {
+        let mut cmd = Command::new("ip");
+        cmd.args(["-n", &self.0]).args(args);
+        ok(run(cmd), &format!("ip -n {}", self.0))
+    }
+
+    /// The namespace as a machnet target.
+    pub fn target(&self) -> String {
+        format!("netns:{}", self.0)
+    }
+}
+
+impl Drop for ScratchNetns {
+    fn drop(&mut self) {
+        let mut del = Command::new("ip");
+        del.args(["netns", "del", &self.0]);
+        let _ = run(del);
+    }
+}
