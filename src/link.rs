@@ -29,6 +29,8 @@ const IFLA_EXT_MASK: u16 = 29;
 const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
+/// The metric of the prefix route the kernel makes for the address (`ip addr add … metric N`).
+const IFA_RT_PRIORITY: u16 = 9;
 const IFINFOMSG_LEN: usize = 16;
 const IFADDRMSG_LEN: usize = 8;
 /// Link and address dumps are small; an interrupted one is simply taken again.
@@ -126,6 +128,10 @@ pub struct Address {
     #[serde(rename = "address", skip_serializing_if = "Option::is_none")]
     pub peer: Option<String>,
     pub prefixlen: u8,
+    /// IFA_RT_PRIORITY: `metric N` in `ip -br addr`. A DHCP or IPv4LL client sets it
+    /// (systemd-networkd gives its link-local address 2048).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metric: Option<u32>,
 }
 
 /// Every link of the namespace with its addresses, in ifindex order.
@@ -275,9 +281,17 @@ fn parse_address(payload: &[u8]) -> Result<(u32, Address)> {
         libc::AF_INET6 => 16,
         other => return Err(malformed("address", format!("family {other}"))),
     };
-    let (mut local, mut address) = (None, None);
+    let (mut local, mut address, mut metric) = (None, None, None);
     for attr in Attrs::new(&payload[IFADDRMSG_LEN..]) {
         let attr = attr.map_err(|e| malformed("address", e.0))?;
+        if attr.kind == IFA_RT_PRIORITY {
+            let bytes: [u8; 4] = attr
+                .payload
+                .try_into()
+                .map_err(|_| malformed("address", "metric of the wrong size"))?;
+            metric = Some(u32::from_ne_bytes(bytes));
+            continue;
+        }
         let slot = match attr.kind {
             IFA_LOCAL => &mut local,
             IFA_ADDRESS => &mut address,
@@ -300,6 +314,7 @@ fn parse_address(payload: &[u8]) -> Result<(u32, Address)> {
             local: ip_string(addr),
             peer,
             prefixlen,
+            metric,
         },
     ))
 }

@@ -82,6 +82,9 @@ pub fn write_text(out: &mut Vec<u8>, link: &Link, all: &[Link], kind: Brief, pee
                         let _ = write!(out, "{}/{} ", a.local, a.prefixlen);
                     }
                 }
+                if let Some(metric) = a.metric {
+                    let _ = write!(out, "metric {metric} ");
+                }
             }
         }
     }
@@ -139,6 +142,9 @@ pub fn to_json(link: &Link, all: &[Link], kind: Brief, peer: Option<&Peer>) -> V
                         o.insert("address".into(), json!(p));
                     }
                     o.insert("prefixlen".into(), json!(a.prefixlen));
+                    if let Some(metric) = a.metric {
+                        o.insert("metric".into(), json!(metric));
+                    }
                     Value::Object(o)
                 })
                 .collect();

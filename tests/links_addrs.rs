@@ -55,6 +55,57 @@ fn brief_links_and_addresses_equal_ip() {
     }
 }
 
+/// An address's metric (the priority of its prefix route, which DHCP and IPv4LL clients
+/// set: systemd-networkd's link-local address has 2048) shows as `ip -br addr` shows it.
+#[test]
+fn address_metrics_show_as_ip_shows_them() {
+    let _bed = testbed();
+    let ns = ScratchNetns::new("metric");
+    ns.ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d1"]);
+    ns.ip(&[
+        "addr",
+        "add",
+        "169.254.121.54/16",
+        "dev",
+        "d0",
+        "metric",
+        "2048",
+    ]);
+    ns.ip(&["addr", "add", "10.1.1.1/24", "dev", "d0"]);
+    ns.ip(&[
+        "addr",
+        "add",
+        "10.2.2.2",
+        "peer",
+        "10.2.2.1/32",
+        "dev",
+        "d1",
+        "metric",
+        "5",
+    ]);
+    ns.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "fd00::1/64",
+        "dev",
+        "d0",
+        "metric",
+        "77",
+        "nodad",
+    ]);
+    let mine = ok(machnet(&["addrs", &ns.target()]), "addrs");
+    let theirs = ns.ip(&["-br", "addr"]);
+    assert!(
+        theirs.contains("169.254.121.54/16 metric 2048 "),
+        "{theirs}"
+    );
+    assert_brief_matches(&mine, &theirs, "addrs with metrics");
+    let mine = without_peers(&ok(machnet(&["addrs", &ns.target(), "--json"]), "json"));
+    let theirs: Value = serde_json::from_str(&ns.ip(&["-j", "-br", "addr"])).unwrap();
+    assert_eq!(mine, theirs, "addrs --json with metrics");
+}
+
 #[test]
 fn veth_peers_are_named_across_the_namespace_boundary() {
     let bed = testbed();

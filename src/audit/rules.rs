@@ -612,6 +612,7 @@ mod tests {
                         local: local.into(),
                         peer: None,
                         prefixlen: len.parse().unwrap(),
+                        metric: None,
                     }
                 })
                 .collect(),
