@@ -19,6 +19,7 @@ pub mod nat;
 pub mod netlink;
 pub mod netns;
 pub mod peer;
+pub mod pid_view;
 pub mod route;
 pub mod routeset;
 pub mod sockets;

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::link::LinkNames;
 use crate::netlink::NetlinkSocket;
+use crate::pid_view::PidView;
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const IPPROTO_TCP: u8 = 6;
@@ -35,7 +36,10 @@ pub struct Endpoint {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Owner {
     pub name: String,
+    /// The PID as the machine sees it, which is what `ss -p` run inside it prints.
     pub pid: u32,
+    /// The same process's PID on the host (`kill`, `nsenter -t` from the host take this).
+    pub host_pid: u32,
     pub fd: u32,
 }
 
@@ -158,11 +162,14 @@ pub fn name_devices(sockets: &mut [Socket], links: impl FnOnce() -> Result<LinkN
 }
 
 /// Fills in the owning processes: every process whose fds include one of the sockets, as
-/// `ss -p` finds them. Not only processes in the namespace: a socket keeps the namespace it
-/// was made in, and the process holding it may have moved on (or been handed it). Socket
-/// inodes are unique across the system, so matching them needs no namespace. Processes that
-/// vanish meanwhile, or whose fds we may not read, are skipped: "where visible".
-pub fn attach_owners(sockets: &mut [Socket]) {
+/// `ss -p` run inside the machine finds them. Not only processes in the network namespace:
+/// a socket keeps the namespace it was made in, and the process holding it may have moved
+/// on (or been handed it). Socket inodes are unique across the system, so matching them
+/// needs no namespace. But `ss` inside reads the machine's own /proc: it names owners by
+/// their PIDs in the machine's PID namespace, and does not see owners outside it, so
+/// neither does this (`view`). Processes that vanish meanwhile, or whose fds we may not
+/// read, are skipped: "where visible".
+pub fn attach_owners(sockets: &mut [Socket], view: &PidView) {
     if sockets.is_empty() {
         return;
     }
@@ -175,7 +182,7 @@ pub fn attach_owners(sockets: &mut [Socket]) {
         return;
     };
     for entry in procs.flatten() {
-        let Some(pid) = entry
+        let Some(host_pid) = entry
             .file_name()
             .to_str()
             .and_then(|n| n.parse::<u32>().ok())
@@ -188,6 +195,7 @@ pub fn attach_owners(sockets: &mut [Socket]) {
         };
         // Read only for a process that holds one of the sockets.
         let mut name: Option<String> = None;
+        let mut pid: Option<Option<u32>> = None;
         for fd in fds.flatten() {
             let Ok(target) = std::fs::read_link(fd.path()) else {
                 continue;
@@ -203,6 +211,9 @@ pub fn attach_owners(sockets: &mut [Socket]) {
                 continue;
             };
             if let Some(&i) = wanted.get(&inode) {
+                let Some(pid) = *pid.get_or_insert_with(|| view.pid_of(host_pid)) else {
+                    continue;
+                };
                 let name = name.get_or_insert_with(|| {
                     std::fs::read_to_string(dir.join("comm"))
                         .map(|c| c.trim_end().to_string())
@@ -211,6 +222,7 @@ pub fn attach_owners(sockets: &mut [Socket]) {
                 sockets[i].process.push(Owner {
                     name: name.clone(),
                     pid,
+                    host_pid,
                     fd: fd_num,
                 });
             }

@@ -143,3 +143,78 @@ fn listening_sockets_and_owners_match_ss() {
     assert!(tcp9090["local"].get("device").is_none(), "{tcp9090}");
     assert_eq!(by_port(9091)["local"]["device"], "lo");
 }
+
+/// In a container with a PID namespace of its own, `ss -p` run inside names a socket's
+/// owner by its PID there; machnet prints the same, and gives the host PID in JSON.
+#[test]
+fn owners_in_a_container_have_the_pids_ss_inside_shows() {
+    let bed = testbed();
+    let leader = bed.leader("qbittorrent").to_string();
+    let listener = r#"
+import ctypes, os, socket, time
+ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL: ends with the nsenter we end
+s = socket.socket()
+s.bind(("0.0.0.0", 7071))
+s.listen(5)
+print(os.getpid(), flush=True)
+time.sleep(60)
+"#;
+    // nsenter -p forks: python3 is nsenter's child, inside the container's PID namespace.
+    let mut child = Command::new("nsenter")
+        .args(["-t", &leader, "-n", "-p", "python3", "-c", listener])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 in qbittorrent's namespaces");
+    let mut inner_pid = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut inner_pid)
+        .unwrap();
+    let nsenter = Listeners(child);
+    let inner_pid: u32 = inner_pid.trim().parse().expect("python3's PID inside");
+    let children = format!("/proc/{}/task/{}/children", nsenter.0.id(), nsenter.0.id());
+    let host_pid: u32 = std::fs::read_to_string(&children)
+        .expect("nsenter's children")
+        .trim()
+        .parse()
+        .expect("one child");
+    assert_ne!(
+        inner_pid, host_pid,
+        "the container has a PID namespace of its own"
+    );
+
+    // ss as it runs inside: the container's network and PID namespaces, its own /proc.
+    let mut ss = Command::new("nsenter");
+    ss.args([
+        "-t",
+        &leader,
+        "-n",
+        "-p",
+        "--",
+        "unshare",
+        "--mount",
+        "--mount-proc",
+    ])
+    .args(["ss", "-H", "-tulpn"]);
+    let theirs = ok(run(ss), "ss -tulpn inside qbittorrent");
+    let mine = ok(machnet(&["sockets", "qbittorrent"]), "machnet sockets");
+    assert_eq!(
+        rows(&mine),
+        rows(&theirs),
+        "machnet:\n{mine}\nss:\n{theirs}"
+    );
+    assert!(
+        mine.contains(&format!("users:((\"python3\",pid={inner_pid},fd=")),
+        "{mine}"
+    );
+
+    let json: Value =
+        serde_json::from_str(&ok(machnet(&["sockets", "qbittorrent", "--json"]), "json")).unwrap();
+    let owner = &json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["local"]["port"] == 7071)
+        .unwrap_or_else(|| panic!("7071 in {json}"))["process"][0];
+    assert_eq!(owner["pid"], inner_pid, "{owner}");
+    assert_eq!(owner["host_pid"], host_pid, "{owner}");
+}

@@ -3,6 +3,7 @@
 use crate::cli::BriefArgs;
 use crate::error::{Error, Result};
 use crate::netlink::Protocol;
+use crate::pid_view::PidView;
 use crate::sockets::{self, endpoint_text};
 
 pub async fn run(args: BriefArgs) -> Result<i32> {
@@ -12,7 +13,8 @@ pub async fn run(args: BriefArgs) -> Result<i32> {
     sockets::name_devices(&mut found, || {
         crate::link::link_names(&mut namespace.open_netlink()?)
     });
-    sockets::attach_owners(&mut found);
+    let view = PidView::from_namespace(namespace.pid_namespace_inode()?);
+    sockets::attach_owners(&mut found, &view);
     let mut out = Vec::new();
     if args.json {
         serde_json::to_writer(&mut out, &found).map_err(|e| Error::Other(e.to_string()))?;

@@ -232,6 +232,23 @@ impl PinnedNamespace {
         self.process.as_ref().map(|p| p.pid)
     }
 
+    /// The inode of the pinned process's PID namespace, the PIDs `ss` inside would show;
+    /// checked against the pidfd as the network namespace was. None for a namespace not
+    /// pinned through a process (netns:NAME, .host): its view of PIDs is ours.
+    pub fn pid_namespace_inode(&self) -> Result<Option<u64>> {
+        let Some(p) = &self.process else {
+            return Ok(None);
+        };
+        let ns = open_ns(Path::new(&format!("/proc/{}/ns/pid", p.pid)), &self.label)?;
+        if has_exited(&p.pidfd)? {
+            return Err(Error::StaleMachine(format!(
+                "{}: process {} exited while machnet was reading its PID namespace",
+                self.label, p.pid
+            )));
+        }
+        fd_inode(&ns).map(Some)
+    }
+
     /// Opens an rtnetlink socket that lives in this namespace. The socket is made on a
     /// thread of its own that enters the namespace and then ends, so no thread of ours is
     /// left behind in it; the socket keeps its namespace for life.
