@@ -63,6 +63,11 @@ pub const RULES: &[Rule] = &[
         check: rules::no_default_route,
     },
     Rule {
+        id: "link-local-only",
+        about: "a machine with only link-local addresses and no default route (DHCP failed)",
+        check: rules::link_local_only,
+    },
+    Rule {
         id: "gateway-unreachable",
         about: "a route's gateway is on no connected subnet and the route is not onlink",
         check: rules::gateway_unreachable,

@@ -164,6 +164,63 @@ pub fn no_default_route(survey: &Survey) -> Vec<Finding> {
         .collect()
 }
 
+/// A machine whose addresses beyond loopback are all link-local, with no default route:
+/// what a container looks like when its DHCP client got no answer (IPv4LL gave it
+/// 169.254.x.y, the kernel its fe80:: addresses). It reaches nothing past its own link,
+/// and no-default-route stays quiet about it: it has no routable address to route from.
+pub fn link_local_only(survey: &Survey) -> Vec<Finding> {
+    readable(survey)
+        .filter(|(_, ns)| !ns.routes.iter().any(RouteFact::is_default))
+        .filter_map(|(m, ns)| {
+            let links: Vec<&Link> = ns.links.iter().filter(|l| l.ifname != "lo").collect();
+            if links
+                .iter()
+                .flat_map(|l| addresses(l))
+                .any(|(a, _)| is_routable(a))
+            {
+                return None;
+            }
+            let stuck: Vec<&Link> = links
+                .into_iter()
+                .filter(|l| addresses(l).next().is_some())
+                .collect();
+            let first = stuck.first()?;
+            let held: Vec<String> = stuck
+                .iter()
+                .map(|l| {
+                    let addrs: Vec<String> =
+                        addresses(l).map(|(a, len)| format!("{a}/{len}")).collect();
+                    format!("{} on {}", addrs.join(" "), l.ifname)
+                })
+                .collect();
+            let host_end = survey
+                .host_peer(m, first)
+                .map(|p| format!(" ({})", p.ifname))
+                .unwrap_or_default();
+            Some(finding(
+                "link-local-only",
+                Severity::Error,
+                &m.name,
+                stuck
+                    .iter()
+                    .map(|l| l.ifname.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                format!(
+                    "only link-local addresses ({}) and no default route: its DHCP client got \
+                     no answer, or no address was ever set",
+                    held.join("; ")
+                ),
+                format!(
+                    "check the DHCP server on the host end{host_end}, or set an address: \
+                     machnet addr add {} ADDR/LEN dev {}",
+                    m.name, first.ifname
+                ),
+            ))
+        })
+        .collect()
+}
+
 /// A gateway to suggest: the host end of the machine's veth, when it has an IPv4 address
 /// on the machine's subnet.
 fn host_side_gateway(survey: &Survey, m: &MachineView, ns: &Namespace) -> Option<(IpAddr, String)> {
@@ -656,6 +713,45 @@ mod tests {
             masquerade: None,
             machines,
         }
+    }
+
+    #[test]
+    fn a_machine_left_with_link_local_addresses_only_is_an_error() {
+        let lo = || link(1, "lo", true, &["127.0.0.1/8"]);
+        let s = survey(vec![
+            // DHCP failed: IPv4LL and the kernel's fe80::, nothing else.
+            machine(
+                "dhcp-failed",
+                vec![
+                    lo(),
+                    link(2, "host0", true, &["169.254.121.54/16", "fe80::1/64"]),
+                ],
+                vec![route("169.254.0.0/16", None, 2, false)],
+            ),
+            // Only loopback: isolated by design.
+            machine("isolated", vec![lo()], vec![]),
+            // A routable address: no-default-route's business, not this rule's.
+            machine(
+                "static",
+                vec![lo(), link(2, "host0", true, &["10.0.0.2/24", "fe80::1/64"])],
+                vec![],
+            ),
+            // Link-local only, but a default route out (onlink to a router): it works.
+            machine(
+                "routed",
+                vec![lo(), link(2, "host0", true, &["fe80::2/64"])],
+                vec![route("0.0.0.0/0", Some("192.0.2.1"), 2, true)],
+            ),
+        ]);
+        let found = link_local_only(&s);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(
+            (found[0].machine.as_str(), found[0].subject.as_str()),
+            ("dhcp-failed", "host0")
+        );
+        assert!(found[0]
+            .message
+            .contains("169.254.121.54/16 fe80::1/64 on host0"));
     }
 
     #[test]
