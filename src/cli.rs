@@ -249,6 +249,12 @@ pub struct WatchArgs {
     /// per machine; past that machnet reports the fight and stops re-applying for a minute.
     #[arg(long, value_name = "FILE")]
     pub reapply: Option<PathBuf>,
+
+    /// The kernel's receive queue for each machine's notifications, in bytes (default 4
+    /// MiB; `ip -rcvbuf`). When a burst overflows it, machnet says so, then prints the
+    /// machine's whole current state (links, addresses, routes) between `resync` notes.
+    #[arg(long, value_name = "BYTES")]
+    pub rcvbuf: Option<u32>,
 }
 
 #[derive(Debug, Args)]

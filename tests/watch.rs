@@ -500,3 +500,100 @@ fn reapply_puts_declared_routes_back_and_reports_a_fight() {
     ok(machnet(&["apply", none.to_str().unwrap()]), "clean up");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Routes a test added with its own protocol number, flushed again when dropped.
+struct FlushProto<'a>(&'a Testbed, &'a str, &'a str);
+
+impl Drop for FlushProto<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .0
+            .ip(self.1, &["route", "flush", "table", "all", "proto", self.2]);
+    }
+}
+
+/// A burst the kernel cannot queue (a 4 KiB receive buffer, the watcher stopped while 600
+/// routes go in): machnet says changes were lost, prints the machine's whole state as it
+/// is now, and goes on with the changes that follow.
+#[test]
+fn an_overrun_is_reported_and_followed_by_the_whole_current_state() {
+    let _l = lock();
+    let bed = testbed();
+    let mut ours = watch(&["empty", "--rcvbuf", "4096"]);
+    handshake(&bed, "empty", &mut [&mut ours], 7);
+    let _flush = FlushProto(&bed, "empty", "250");
+    ours.signal(libc::SIGSTOP);
+    let batch: String = (0..600)
+        .map(|i| {
+            format!(
+                "route add blackhole 10.201.{}.{}/32 proto 250\n",
+                i / 250,
+                i % 250
+            )
+        })
+        .collect();
+    let mut ip_batch = Command::new("nsenter");
+    ip_batch
+        .args([
+            "-t",
+            &bed.leader("empty").to_string(),
+            "-n",
+            "ip",
+            "-batch",
+            "-",
+        ])
+        .stdin(Stdio::piped());
+    let mut child = ip_batch.spawn().expect("ip -batch");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(batch.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "ip -batch");
+    ours.signal(libc::SIGCONT);
+
+    let lost = ours.until("the overrun note", |l| {
+        l.starts_with("empty: changes were lost")
+    });
+    let start = ours.until("the resync note", |l| l.starts_with("empty: resync: "));
+    let end = ours.until("the end of the resync", |l| {
+        l.starts_with("empty: resynced")
+    });
+    assert!(lost < start && start < end);
+    let state: Vec<&str> = ours.seen[start + 1..end]
+        .iter()
+        .map(|l| l.strip_prefix("empty: ").unwrap_or_else(|| panic!("{l}")))
+        .collect();
+    // Every route the machine has now is in the state printed, as ip prints it.
+    let mut routes = 0;
+    for family in ["-4", "-6"] {
+        let table = ok(
+            bed.ip("empty", &[family, "route", "show", "table", "all"]),
+            "ip route",
+        );
+        for line in table.lines() {
+            assert!(
+                state.contains(&line),
+                "{line:?} missing from the resync:\n{state:#?}"
+            );
+            routes += 1;
+        }
+    }
+    assert!(routes >= 600, "{routes}");
+    let note = &ours.seen[start];
+    assert!(
+        note.ends_with(&format!(" addresses, {routes} routes")),
+        "{note}"
+    );
+    // And the watch goes on.
+    ip(
+        &bed,
+        "empty",
+        &["route", "add", "blackhole", "10.202.0.1", "proto", "250"],
+    );
+    ours.until("a change after the resync", |l| {
+        l == "empty: blackhole 10.202.0.1 proto 250 "
+    });
+}

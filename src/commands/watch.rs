@@ -19,6 +19,7 @@ pub async fn run(args: WatchArgs) -> Result<i32> {
             only: args.names,
             json: args.json,
             reapply,
+            rcvbuf: args.rcvbuf,
         },
     )
     .await

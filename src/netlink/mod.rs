@@ -120,6 +120,14 @@ impl NetlinkSocket {
         })
     }
 
+    /// Sets the kernel's receive queue for this socket (SO_RCVBUFFORCE: past the sysctl
+    /// cap, as root). The kernel doubles the figure for its bookkeeping, as for SO_RCVBUF.
+    pub fn set_receive_buffer(&mut self, bytes: u32) -> Result<()> {
+        let bytes = i32::try_from(bytes).unwrap_or(i32::MAX);
+        set_sockopt_int(&self.fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, bytes)
+            .map_err(|e| Error::io("setting the receive buffer (SO_RCVBUFFORCE)", e))
+    }
+
     /// Wraps any datagram socket: tests use a socketpair to play a kernel that sends what
     /// the real one cannot be made to send (interrupted dumps, malformed messages).
     #[cfg(test)]

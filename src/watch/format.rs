@@ -22,9 +22,21 @@ const RTM_NEWADDR: u16 = 20;
 const RTM_DELADDR: u16 = 21;
 const RTM_NEWROUTE: u16 = 24;
 const RTM_DELROUTE: u16 = 25;
+const RTM_GETLINK: u16 = 18;
+const RTM_GETADDR: u16 = 22;
+const RTM_GETROUTE: u16 = 26;
 
 /// The rtnetlink groups `watch` joins: links, IPv4/IPv6 addresses, IPv4/IPv6 routes.
 pub const GROUPS: [u32; 5] = [1, 5, 7, 9, 11];
+
+/// The dumps that give a namespace's whole state in the order a reader needs it (a link
+/// before the addresses and routes that name it): (request, zeroed header, what for
+/// errors). Zeroed headers filter nothing: every family, every table.
+pub const STATE_DUMPS: &[(u16, &[u8], &str)] = &[
+    (RTM_GETLINK, &[0; 16], "listing links"),
+    (RTM_GETADDR, &[0; 8], "listing addresses"),
+    (RTM_GETROUTE, &[0; 12], "listing routes"),
+];
 
 /// One printable change.
 #[derive(Debug, Clone, PartialEq)]

@@ -48,6 +48,8 @@ pub struct Options {
     pub only: Vec<String>,
     pub json: bool,
     pub reapply: Option<Declared>,
+    /// SO_RCVBUF for each machine's notification socket (None: the default).
+    pub rcvbuf: Option<u32>,
 }
 
 /// What the machine tasks send the writer.
@@ -189,6 +191,9 @@ async fn watch_machine(
     // Join the groups first, then read the link names: a link that appears in between is
     // in the names or in the queue, never in neither.
     let mut events = namespace.open_netlink()?;
+    if let Some(bytes) = options.rcvbuf {
+        events.set_receive_buffer(bytes)?;
+    }
     events.subscribe(&GROUPS)?;
     let links = link::dump_links(&mut namespace.open_netlink()?)?;
     let mut formatter = Formatter::new(names, links);
@@ -219,16 +224,11 @@ async fn watch_machine(
             .get_inner_mut()
             .read_notifications(|msg| changes.extend(formatter.format(msg)));
         let mut lines: Vec<Line> = Vec::with_capacity(changes.len());
+        let mut overrun = false;
         match read {
             Ok(true) => {}
             Ok(false) => guard.clear_ready(),
-            Err(NotificationError::Overrun) => lines.push(Line::Note {
-                machine: machine.clone(),
-                kind: "overrun",
-                text: "changes were lost: the kernel's queue for this watch overflowed \
-                       (output is read too slowly)"
-                    .into(),
-            }),
+            Err(NotificationError::Overrun) => overrun = true,
             Err(NotificationError::Io(e)) => {
                 return Err(Error::io("reading notifications", e));
             }
@@ -244,12 +244,80 @@ async fn watch_machine(
                 change,
             });
         }
+        if overrun {
+            // What was lost cannot be known, so nothing we hold can be trusted: read the
+            // machine again and print all of it, so a reader can rebuild its picture.
+            lines.extend(resync(machine, &namespace, names, &mut formatter)?);
+            if options
+                .reapply
+                .as_ref()
+                .is_some_and(|d| d.declares(machine))
+            {
+                reapply.schedule();
+            }
+        }
         for line in lines {
             if tx.send(line).await.is_err() {
                 return Ok(());
             }
         }
     }
+}
+
+/// After an overrun: a note saying changes were lost, the machine's whole current state
+/// (links, then addresses, then routes of every table, each as a `new` change), and a
+/// note closing it. The formatter starts again from the links as they are now.
+fn resync(
+    machine: &Rc<str>,
+    namespace: &crate::netns::PinnedNamespace,
+    names: &'static Names,
+    formatter: &mut Formatter<'static>,
+) -> Result<Vec<Line>> {
+    let note = |kind, text: String| Line::Note {
+        machine: machine.clone(),
+        kind,
+        text,
+    };
+    let mut lines = vec![note(
+        "overrun",
+        "changes were lost: the kernel's queue for this watch overflowed (a burst of \
+         changes, or output read too slowly); resyncing"
+            .into(),
+    )];
+    let mut sock = namespace.open_netlink()?;
+    // Every link first, so each line can name the others (a veth's peer, a master).
+    *formatter = Formatter::new(names, link::dump_links(&mut sock)?);
+    let mut changes = Vec::new();
+    // A dump the kernel flags as interrupted may mix two states: read it all again.
+    for _ in 0..3 {
+        changes.clear();
+        let mut interrupted = false;
+        for (kind, request, what) in format::STATE_DUMPS {
+            let end = sock.dump(*kind, request, what, |msg| {
+                changes.extend(formatter.format(msg));
+                Ok(())
+            })?;
+            interrupted |= end == crate::netlink::DumpEnd::Interrupted;
+        }
+        if !interrupted {
+            break;
+        }
+    }
+    let [links, addresses, routes] =
+        ["link", "address", "route"].map(|k| changes.iter().filter(|c| c.kind == k).count());
+    lines.push(note(
+        "resync",
+        format!("resync: the current state follows: {links} links, {addresses} addresses, {routes} routes"),
+    ));
+    lines.extend(changes.into_iter().map(|change| Line::Change {
+        machine: machine.clone(),
+        change,
+    }));
+    lines.push(note(
+        "resynced",
+        "resynced: changes follow as they happen".into(),
+    ));
+    Ok(lines)
 }
 
 /// The one limit on concurrent machined lookups (all tasks run on one thread).
