@@ -71,6 +71,8 @@ pub enum MachineState {
     Running,
     /// Registered, but its leader is gone.
     Stale(String),
+    /// Registered, and its leader's PID is in use again, by another process.
+    LeaderReused(String),
     /// Could not be read (the reason).
     Unreadable(String),
 }
@@ -173,6 +175,14 @@ pub async fn survey(machined: &Machined, only: &[String]) -> Result<Survey> {
                 Some(ns)
             }
             Err(e @ Error::Permission(_)) => return Err(e),
+            // A refused leader whose PID is alive: the number was handed to another
+            // process, which is worth saying in those words.
+            Err(Error::StaleMachine(why))
+                if std::path::Path::new(&format!("/proc/{}", machine.leader)).exists() =>
+            {
+                view.state = MachineState::LeaderReused(why);
+                None
+            }
             Err(Error::StaleMachine(why)) => {
                 view.state = MachineState::Stale(why);
                 None

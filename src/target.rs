@@ -213,9 +213,11 @@ fn confirm_leader(machine: &Machine, leader_now: Option<u32>) -> Result<()> {
     }
 }
 
-/// Newer machined publishes the leader's pidfd inode (LeaderPIDFDId): compare it. Older
-/// ones (systemd 252) do not: then the pinned process must sit in the machine's unit's
-/// cgroup, which a recycled PID of an unrelated process does not.
+/// machined 262 publishes the leader's pidfd inode (LeaderPIDFDId): compare it. Older
+/// ones (252, 257) do not: then the pinned process must sit in the machine's unit's
+/// cgroup, which a recycled PID of an unrelated process does not, and must have started
+/// before machined registered the machine, which a recycled PID inside the unit (another
+/// process of the container's scope taking the dead leader's number) has not.
 fn verify_leader(machine: &Machine, info: &PidfdInfo<'_>) -> Result<()> {
     if let Some(expected) = machine.leader_pidfd_id.filter(|id| *id != 0) {
         let actual = info.inode()?;
@@ -234,21 +236,106 @@ fn verify_leader(machine: &Machine, info: &PidfdInfo<'_>) -> Result<()> {
     let in_unit = cgroups
         .iter()
         .any(|path| path.split('/').any(|part| part == machine.unit));
-    if in_unit {
-        Ok(())
-    } else {
-        Err(Error::StaleMachine(format!(
-            "PID {} now belongs to a process outside the machine's unit {} (its cgroup is {})",
+    if !in_unit {
+        return Err(Error::StaleMachine(format!(
+            "PID {} now belongs to another process, outside the machine's unit {} (its cgroup is {})",
             info.pid,
             machine.unit,
             cgroups.first().map(String::as_str).unwrap_or("unknown")
-        )))
+        )));
     }
+    let clock = Clocks::now();
+    let started = info.start_ticks()?;
+    match started_after_registration(started, machine.registered_monotonic_us, &clock) {
+        Some(late_us) => Err(Error::StaleMachine(format!(
+            "PID {} now belongs to another process, which started {:.1} s after machined \
+             registered the machine",
+            info.pid,
+            late_us as f64 / 1e6
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// What comparing a start time in boot-time ticks with a registration in monotonic µs
+/// takes: the two clocks now (they differ by the time spent suspended) and the tick.
+struct Clocks {
+    boottime_us: u64,
+    monotonic_us: u64,
+    ticks_per_second: u64,
+}
+
+impl Clocks {
+    fn now() -> Clocks {
+        let us = |id| {
+            let mut t = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: t is a valid timespec to write to; both clocks exist since Linux 2.6.39.
+            unsafe { libc::clock_gettime(id, &mut t) };
+            t.tv_sec as u64 * 1_000_000 + t.tv_nsec as u64 / 1000
+        };
+        // SAFETY: sysconf has no preconditions.
+        let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        Clocks {
+            boottime_us: us(libc::CLOCK_BOOTTIME),
+            monotonic_us: us(libc::CLOCK_MONOTONIC),
+            ticks_per_second: if tick > 0 { tick as u64 } else { 100 },
+        }
+    }
+}
+
+/// How long after the registration the process started (µs), when it surely did: None
+/// when it may have started before. A process's start is in CLOCK_BOOTTIME, which runs on
+/// through suspend; the registration in CLOCK_MONOTONIC, which does not. All the suspend
+/// time so far (boottime - monotonic now) is taken off the start, so a leader that
+/// started before the machine was registered is never refused, whenever the host slept.
+/// Ticks round the start down, which errs the same way.
+fn started_after_registration(start_ticks: u64, registered_us: u64, clock: &Clocks) -> Option<u64> {
+    let start_boot_us = start_ticks.saturating_mul(1_000_000) / clock.ticks_per_second;
+    let suspended_us = clock.boottime_us.saturating_sub(clock.monotonic_us);
+    let start_monotonic_at_most = start_boot_us.saturating_sub(suspended_us);
+    // One tick of slack: the registration's clock and the tick count are read apart.
+    let slack = 1_000_000 / clock.ticks_per_second;
+    start_monotonic_at_most
+        .checked_sub(registered_us.saturating_add(slack))
+        .filter(|late| *late > 0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_start_surely_after_the_registration_counts_as_another_process() {
+        let clock = |suspended_us: u64| Clocks {
+            boottime_us: 500_000_000 + suspended_us,
+            monotonic_us: 500_000_000,
+            ticks_per_second: 100,
+        };
+        // Registered at 100 s monotonic. A leader started at 99.5 s is the one.
+        assert_eq!(
+            started_after_registration(9_950, 100_000_000, &clock(0)),
+            None
+        );
+        // Started in the same tick as the registration: not refused.
+        assert_eq!(
+            started_after_registration(10_000, 100_000_000, &clock(0)),
+            None
+        );
+        // Started at 130 s: a PID reused long after.
+        assert_eq!(
+            started_after_registration(13_000, 100_000_000, &clock(0)),
+            Some(29_990_000)
+        );
+        // The host slept 60 s before the leader started at 150 s boottime (= 90 s
+        // monotonic): before the registration, never refused.
+        assert_eq!(
+            started_after_registration(15_000, 100_000_000, &clock(60_000_000)),
+            None
+        );
+    }
 
     #[test]
     fn parses_every_kind_of_target() {

@@ -115,7 +115,7 @@ pub fn build(survey: &Survey) -> Topology {
     }
     for m in &survey.machines {
         let kind = match (&m.state, m.isolation) {
-            (MachineState::Stale(_), _) => "stale",
+            (MachineState::Stale(_) | MachineState::LeaderReused(_), _) => "stale",
             (MachineState::Unreadable(_), _) => "unreadable",
             (_, Some(Isolation::SharesHost)) => "machine-sharing-host",
             _ => "machine",

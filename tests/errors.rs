@@ -66,6 +66,69 @@ fn stale_machine_whose_pid_was_reused_is_refused() {
     let _ = bed;
 }
 
+/// The same hazard where the cgroup check cannot tell: the process that took the dead
+/// leader's PID sits in the machine's own scope. On machined without LeaderPIDFDId (252,
+/// 257) only its start time, later than the registration, gives it away.
+#[test]
+fn a_reused_pid_inside_the_machines_own_scope_is_refused() {
+    let bed = testbed();
+    let script = format!(
+        "{}/tests/testbed/reused-pid-machine",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut make = Command::new(script);
+    make.args(["reusedin", "inside"]);
+    let made = ok(run(make), "reused-pid-machine inside");
+    let pid: i32 = made.trim().parse().expect("the reused PID");
+    let _impostor = common::MachineLeader {
+        pid,
+        machine: Some("reusedin".into()),
+    };
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(cgroup.contains("machine-reusedin.scope"), "{cgroup}");
+
+    let err = fails_cleanly(
+        &machnet(&["routes", "reusedin"]),
+        6,
+        "a reused PID inside the machine's scope",
+    );
+    assert!(
+        err.contains(&format!("PID {pid} now belongs to another process")),
+        "{err}"
+    );
+    fails_cleanly(
+        &machnet(&["exec", "reusedin", "--", "true"]),
+        6,
+        "exec into a reused PID inside the scope",
+    );
+    // list and audit say what happened, not that the leader is gone.
+    let list = ok(machnet(&["list"]), "list");
+    let row = list
+        .lines()
+        .skip_while(|l| !l.starts_with("reusedin "))
+        .nth(1)
+        .unwrap_or_else(|| panic!("{list}"));
+    assert!(
+        row.contains(&format!("PID {pid} now belongs to another process")),
+        "{list}"
+    );
+    let audit = machnet(&["audit", "reusedin", "--json"]);
+    let findings: serde_json::Value = serde_json::from_slice(&audit.stdout).expect("audit JSON");
+    let stale = findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == "stale-machine")
+        .unwrap_or_else(|| panic!("{findings}"));
+    let message = stale["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("PID {pid} now belongs to another process")),
+        "{message}"
+    );
+    assert!(!message.contains("is gone"), "{message}");
+    let _ = bed;
+}
+
 #[test]
 fn malformed_targets_and_tables_are_usage_errors() {
     for args in [

@@ -341,6 +341,18 @@ pub fn stale_machine(survey: &Survey) -> Vec<Finding> {
                 ),
                 format!("machinectl terminate {}", m.name),
             )),
+            MachineState::LeaderReused(_) => Some(finding(
+                "stale-machine",
+                Severity::Error,
+                &m.name,
+                "leader",
+                format!(
+                    "machined lists the machine, but its leader died and PID {} now belongs \
+                     to another process",
+                    m.leader
+                ),
+                format!("machinectl terminate {}", m.name),
+            )),
             _ => None,
         })
         .collect()

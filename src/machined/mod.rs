@@ -22,15 +22,16 @@ pub const MACHINE_INTERFACE: &str = "org.freedesktop.machine1.Machine";
 /// The Machine properties machnet reads, with the D-Bus type it decodes each as.
 /// `Machine::from_properties` checks every value against this table before decoding, and
 /// tests/dbus_interfaces.rs holds the table to dbus/org.freedesktop.machine1.Machine.xml.
-pub const MACHINE_PROPERTIES: [(&str, &str); 6] = [
+pub const MACHINE_PROPERTIES: [(&str, &str); 7] = [
     ("Name", "s"),
     ("Class", "s"),
     ("Service", "s"),
     ("Leader", "u"),
     ("Unit", "s"),
     ("RootDirectory", "s"),
+    ("TimestampMonotonic", "t"),
 ];
-/// Read when present: systemd 257+ has it, machined 252 (Debian 12) does not.
+/// Read when present: systemd 262 has it; 252 (Debian 12) and 257 (Debian 13) do not.
 pub const OPTIONAL_MACHINE_PROPERTIES: [(&str, &str); 1] = [("LeaderPIDFDId", "t")];
 
 /// ListMachines' reply: (name, class, service, object path) per machine.
@@ -70,6 +71,9 @@ pub struct Machine {
     pub unit: String,
     pub root_directory: String,
     pub leader_pidfd_id: Option<u64>,
+    /// When machined registered the machine, in µs of CLOCK_MONOTONIC: a leader that
+    /// started later cannot be the one it registered (a reused PID).
+    pub registered_monotonic_us: u64,
     pub path: OwnedObjectPath,
 }
 
@@ -293,6 +297,11 @@ impl Machine {
             .ok_or_else(|| missing("Leader"))?
             .downcast_ref::<u32>()
             .map_err(|_| wrong_type("Leader"))?;
+        let registered_monotonic_us = all
+            .get("TimestampMonotonic")
+            .ok_or_else(|| missing("TimestampMonotonic"))?
+            .downcast_ref::<u64>()
+            .map_err(|_| wrong_type("TimestampMonotonic"))?;
         let leader_pidfd_id = match all.get("LeaderPIDFDId") {
             Some(v) => Some(
                 v.downcast_ref::<u64>()
@@ -308,6 +317,7 @@ impl Machine {
             unit: string("Unit")?,
             root_directory: string("RootDirectory")?,
             leader_pidfd_id,
+            registered_monotonic_us,
             path,
         })
     }

@@ -144,6 +144,25 @@ impl PidfdInfo<'_> {
         Ok(meta.ino())
     }
 
+    /// When the process started, in clock ticks since boot (/proc/PID/stat field 22,
+    /// CLOCK_BOOTTIME), checked to still belong to the pinned process afterwards.
+    pub fn start_ticks(&self) -> Result<u64> {
+        let text = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .map_err(|e| Error::io(format!("reading the start time of process {}", self.pid), e))?;
+        if has_exited(self.pidfd)? {
+            return Err(Error::StaleMachine(format!(
+                "process {} exited while machnet was checking it",
+                self.pid
+            )));
+        }
+        // The command name (field 2) is in parentheses and may hold spaces or ')': the
+        // fields after it start past the last ')'. starttime is the 20th of those.
+        text.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(19))
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| Error::Other(format!("/proc/{}/stat has no start time", self.pid)))
+    }
+
     /// The process's cgroup paths, one per hierarchy (/proc/PID/cgroup), checked to still
     /// belong to the pinned process afterwards.
     pub fn cgroups(&self) -> Result<Vec<String>> {
