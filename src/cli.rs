@@ -21,6 +21,9 @@ Exit status:
   10 apply: a declared route collides with a route machnet does not own
   11 audit: the worst finding is a warning
   12 audit: the worst finding is an error
+  13 partial: list, routes --all, audit, whois or topology printed every machine it could
+     read, but one or more could not be read (permission denied on its namespace, say);
+     their rows (or notes on stderr) say why
   126/127  exec could not run / could not find the command";
 
 /// See and change the network inside systemd-nspawn machines.

@@ -23,6 +23,9 @@ pub mod exit {
     /// `audit`: the worst finding is a warning / an error.
     pub const AUDIT_WARNING: i32 = 11;
     pub const AUDIT_ERROR: i32 = 12;
+    /// A command over many machines printed everything it could, but one or more machines
+    /// could not be read (their rows or notes say why).
+    pub const PARTIAL: i32 = 13;
 }
 
 #[derive(Debug, thiserror::Error)]

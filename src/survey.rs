@@ -133,6 +133,30 @@ impl Survey {
     /// The host end of a machine's veth: a host link that points at `link` in the
     /// machine's namespace, and that `link` points back at (a device merely stacked on
     /// the machine's link points at it too, but is not pointed at).
+    /// The machines that could not be read, with the reason: the survey is partial.
+    pub fn unreadable(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.machines.iter().filter_map(|m| match &m.state {
+            MachineState::Unreadable(why) => Some((m.name.as_str(), why.as_str())),
+            _ => None,
+        })
+    }
+
+    /// Says on stderr which machines could not be read; the exit code a command over the
+    /// survey ends with when any could not (exit::PARTIAL), else `code`.
+    pub fn report_unreadable(&self, code: i32) -> i32 {
+        let mut partial = false;
+        for (_, why) in self.unreadable() {
+            // The reason names the machine already ("machine NAME: opening …").
+            eprintln!("machnet: note: not read: {why}");
+            partial = true;
+        }
+        if partial {
+            crate::error::exit::PARTIAL
+        } else {
+            code
+        }
+    }
+
     pub fn host_peer(&self, machine: &MachineView, link: &Link) -> Option<&Link> {
         let nsid = machine.host_nsid?;
         link.detail.link_netnsid?;
@@ -174,7 +198,6 @@ pub async fn survey(machined: &Machined, only: &[String]) -> Result<Survey> {
                 view.netns_inode = Some(ns.inode);
                 Some(ns)
             }
-            Err(e @ Error::Permission(_)) => return Err(e),
             // A refused leader whose PID is alive: the number was handed to another
             // process, which is worth saying in those words.
             Err(Error::StaleMachine(why))

@@ -20,6 +20,9 @@ pub struct NamespaceNode {
     pub name: String,
     /// "host", "machine", "machine-sharing-host" or "stale"/"unreadable".
     pub kind: &'static str,
+    /// Why an unreadable machine could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     pub interfaces: Vec<Interface>,
     pub default_routes: Vec<String>,
 }
@@ -99,6 +102,7 @@ pub fn build(survey: &Survey) -> Topology {
     let mut namespaces = vec![NamespaceNode {
         name: ".host".into(),
         kind: "host",
+        reason: None,
         interfaces: interfaces(&survey.host),
         default_routes: default_routes(&survey.host),
     }];
@@ -125,6 +129,10 @@ pub fn build(survey: &Survey) -> Topology {
         namespaces.push(NamespaceNode {
             name: m.name.clone(),
             kind,
+            reason: match &m.state {
+                MachineState::Unreadable(why) => Some(why.clone()),
+                _ => None,
+            },
             interfaces: net.map(interfaces).unwrap_or_default(),
             default_routes: net.map(default_routes).unwrap_or_default(),
         });
@@ -153,6 +161,9 @@ pub fn text(t: &Topology) -> String {
     let mut out = String::new();
     for ns in &t.namespaces {
         let _ = writeln!(out, "{} ({})", ns.name, ns.kind);
+        if let Some(why) = &ns.reason {
+            let _ = writeln!(out, "  ! {why}");
+        }
         for r in &ns.default_routes {
             let _ = writeln!(out, "  route {r}");
         }

@@ -88,6 +88,11 @@ pub const RULES: &[Rule] = &[
         check: rules::stale_machine,
     },
     Rule {
+        id: "unreadable-machine",
+        about: "a machine machnet could not read (its other rules were not checked)",
+        check: rules::unreadable_machine,
+    },
+    Rule {
         id: "veth-peer-down",
         about: "the host end of a machine's veth is down",
         check: rules::veth_peer_down,

@@ -358,6 +358,24 @@ pub fn stale_machine(survey: &Survey) -> Vec<Finding> {
         .collect()
 }
 
+pub fn unreadable_machine(survey: &Survey) -> Vec<Finding> {
+    survey
+        .unreadable()
+        .map(|(name, why)| {
+            finding(
+                "unreadable-machine",
+                Severity::Error,
+                name,
+                "namespace",
+                format!("machnet could not read the machine, so no other rule checked it: {why}"),
+                "run machnet as root in the host's user namespace, with CAP_SYS_ADMIN and \
+                 CAP_SYS_PTRACE"
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
 /// Veths of readable machines whose other end lives in another namespace.
 fn veths(survey: &Survey) -> impl Iterator<Item = (&MachineView, &Link)> {
     readable(survey).flat_map(|(m, ns)| {

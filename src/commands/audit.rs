@@ -64,6 +64,11 @@ pub async fn run(args: AuditArgs) -> Result<i32> {
         .write_all(text.as_bytes())
         .and_then(|_| stdout.flush())
         .map_err(|e| Error::io("writing output", e))?;
+    // Findings cover only the machines that could be read (unreadable-machine names the
+    // rest): a partial audit says so in its exit code, whatever it found.
+    if survey.unreadable().next().is_some() {
+        return Ok(exit::PARTIAL);
+    }
     Ok(exit_code(&findings))
 }
 

@@ -18,7 +18,8 @@ pub struct MachineNetwork {
     pub service: String,
     pub leader: u32,
     pub unit: String,
-    /// "running", "stale" (leader gone) or "error".
+    /// "running", "stale" (leader gone, or its PID reused) or "error" (could not be read;
+    /// `error` says why).
     pub state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -52,12 +53,17 @@ pub async fn run(args: ListArgs) -> Result<i32> {
         out.write_all(render_table(&rows).as_bytes())
     };
     written.map_err(|e| Error::io("writing output", e))?;
+    // Every row is printed; one that says "error" means the listing is partial.
+    if rows.iter().any(|r| r.state == "error") {
+        return Ok(crate::error::exit::PARTIAL);
+    }
     Ok(0)
 }
 
 /// Reads one machine's network. A stale or unreadable machine is a row that says so, not
-/// a failure of the whole listing; only errors that would fail every row (permission)
-/// end the command.
+/// a failure of the whole listing: not even a permission error, which may hold for one
+/// machine only (its leader's namespace denied to us) while the others read fine. Not
+/// being root at all is refused up front (require_privileges).
 async fn inspect(machined: &Machined, machine: Machine) -> Result<MachineNetwork> {
     let mut row = MachineNetwork {
         machine: machine.name.clone(),
@@ -89,7 +95,6 @@ async fn inspect(machined: &Machined, machine: Machine) -> Result<MachineNetwork
             });
             row.interfaces = links;
         }
-        Err(e @ Error::Permission(_)) => return Err(e),
         Err(e @ Error::StaleMachine(_)) => {
             row.state = "stale";
             row.error = Some(e.to_string());

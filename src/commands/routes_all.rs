@@ -55,6 +55,7 @@ pub async fn run(args: &RoutesArgs, query: RouteQuery) -> Result<i32> {
 
     let mut stdout = std::io::stdout().lock();
     let mut first_json = true;
+    let mut skipped = 0;
     if args.json {
         write(&mut stdout, b"[")?;
     }
@@ -89,15 +90,24 @@ pub async fn run(args: &RoutesArgs, query: RouteQuery) -> Result<i32> {
                     write(&mut stdout, &out)?;
                 }
                 Ok(None) => {}
-                Err(e @ Error::Permission(_)) => return Err(e),
-                Err(e) => eprintln!("machnet: note: {name} skipped: {e}"),
+                Err(e) => {
+                    eprintln!("machnet: note: {name} skipped: {e}");
+                    // A stale machine has no table to miss; any other failure does.
+                    if !matches!(e, Error::StaleMachine(_)) {
+                        skipped += 1;
+                    }
+                }
             }
         }
     }
     if args.json {
         write(&mut stdout, b"]\n")?;
     }
-    Ok(0)
+    Ok(if skipped > 0 {
+        crate::error::exit::PARTIAL
+    } else {
+        0
+    })
 }
 
 fn write(out: &mut impl Write, bytes: &[u8]) -> Result<()> {
@@ -162,6 +172,7 @@ fn read_batch(
 fn clone_error(e: &Error) -> Error {
     match e {
         Error::Permission(m) => Error::Permission(m.clone()),
+        Error::StaleMachine(m) => Error::StaleMachine(m.clone()),
         other => Error::Other(other.to_string()),
     }
 }

@@ -16,5 +16,5 @@ pub async fn run(args: TopologyArgs) -> Result<i32> {
         TopologyFormat::Mermaid => topology::mermaid(&graph),
     };
     super::write_stdout(text.as_bytes())?;
-    Ok(0)
+    Ok(survey.report_unreadable(0))
 }

@@ -12,6 +12,7 @@ pub async fn run(args: WhoisArgs) -> Result<i32> {
     let survey = crate::survey::survey(&machined, &[]).await?;
     let extra = crate::survey::named_namespaces(&survey);
     let answers = whois::whois(&survey, &extra, query);
+    let code = survey.report_unreadable(0);
     if answers.is_empty() {
         return Err(Error::NoSuchTarget(format!(
             "no namespace (the host, {} machine{}, {} other named netns) has {} or a connected \
@@ -30,5 +31,5 @@ pub async fn run(args: WhoisArgs) -> Result<i32> {
         whois::text(&answers)
     };
     super::write_stdout(text.as_bytes())?;
-    Ok(0)
+    Ok(code)
 }
