@@ -71,6 +71,12 @@ pub enum Command {
         action: AddrAction,
     },
     /// Bring machines' routes to a declared set (TOML or JSON): add, replace, delete.
+    ///
+    /// Each machine is applied whole or not at all: a kernel refusal, or SIGTERM, SIGINT or
+    /// SIGHUP, puts back everything changed in the machine being applied (machines before
+    /// it stay applied, those after it are not touched); a signal then exits 128+N (143,
+    /// 130, 129) saying how many steps were undone. After SIGKILL, which cannot be caught,
+    /// the next apply converges the table from wherever it was left.
     Apply(ApplyArgs),
     /// Check every machine's network (and the host side of it) for common faults.
     Audit(AuditArgs),

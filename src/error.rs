@@ -67,6 +67,11 @@ pub enum Error {
     #[error("{message}")]
     Exec { message: String, code: i32 },
 
+    /// A stop signal (SIGTERM, SIGINT, SIGHUP) ended the command early; exit 128+signal,
+    /// as a shell reports a process the signal killed.
+    #[error("{message}")]
+    Interrupted { signal: i32, message: String },
+
     #[error("{0}")]
     Other(String),
 }
@@ -83,6 +88,7 @@ impl Error {
             Error::InconsistentDump(_) => exit::INCONSISTENT_DUMP,
             Error::Conflict(_) => exit::CONFLICT,
             Error::Exec { code, .. } => *code,
+            Error::Interrupted { signal, .. } => 128 + signal,
             Error::Io { .. } | Error::Other(_) => exit::FAILURE,
         }
     }

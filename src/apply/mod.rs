@@ -4,6 +4,7 @@
 //! refusal, undo what was done in reverse. Everything here works on one netlink socket
 //! inside one pinned namespace, under that namespace's apply lock.
 
+pub mod interrupt;
 pub mod lock;
 pub mod plan;
 pub mod wanted;
@@ -85,6 +86,8 @@ pub struct Refused {
 /// Runs `plan` with as few round trips as the socket allows. On a refusal, every step that
 /// succeeded (before it, or after it in the same batch) is undone in reverse order, and
 /// the refusal is returned. `progress(done, total)` hears about each answered step.
+/// `stopped()` is asked between datagrams: a signal it names stops the plan there, and is
+/// undone like a refusal (the error is then [`Error::Interrupted`]).
 pub fn execute(
     sock: &mut NetlinkSocket,
     plan: &Plan,
@@ -92,6 +95,7 @@ pub fn execute(
     found: &[Found],
     what: &str,
     mut progress: impl FnMut(usize, usize),
+    stopped: impl Fn() -> Option<i32>,
 ) -> std::result::Result<(), Box<Refused>> {
     let resent: Vec<Option<Vec<u8>>> = found_messages_to_resend(plan, found);
     let total = plan.steps.len();
@@ -99,15 +103,32 @@ pub fn execute(
     let mut refusals: Vec<(usize, Error)> = Vec::new();
     let mut answered = 0;
     let request = |i: usize| forward(plan.steps[i], wanted, &resent);
-    let sent = sock.request_many(total, request, what, |i, outcome| {
-        match outcome {
-            None => done[i] = true,
-            Some(error) => refusals.push((i, error)),
-        }
-        answered += 1;
-        progress(answered, total);
-    });
+    let sent = sock.request_many(
+        total,
+        request,
+        what,
+        |i, outcome| {
+            match outcome {
+                None => done[i] = true,
+                Some(error) => refusals.push((i, error)),
+            }
+            answered += 1;
+            progress(answered, total);
+        },
+        || stopped().is_some(),
+    );
     let (first, error, unanswered) = match sent {
+        Ok(n) if n < total && refusals.is_empty() => {
+            let signal = stopped().unwrap_or(0);
+            let error = Error::Interrupted {
+                signal,
+                message: format!(
+                    "stopped by {} after {n} of {total} steps",
+                    interrupt::signal_name(signal)
+                ),
+            };
+            (None, error, 0)
+        }
         Ok(_) if refusals.is_empty() => return Ok(()),
         Ok(_) => {
             let (i, e) = refusals.remove(0);
@@ -248,13 +269,20 @@ fn undo(
     while start < done.len() {
         let mut answered = 0;
         let request = |i: usize| backward(step(start + i), wanted, resent);
-        let outcome = sock.request_many(done.len() - start, request, what, |i, refusal| {
-            answered += 1;
-            match refusal {
-                None => undid.undone += 1,
-                Some(e) => undid.failures.push((step(start + i), e)),
-            }
-        });
+        // Never stopped: a signal that comes now waits for the table to be whole again.
+        let outcome = sock.request_many(
+            done.len() - start,
+            request,
+            what,
+            |i, refusal| {
+                answered += 1;
+                match refusal {
+                    None => undid.undone += 1,
+                    Some(e) => undid.failures.push((step(start + i), e)),
+                }
+            },
+            || false,
+        );
         match outcome {
             Ok(sent) => start += sent,
             Err(e) => {

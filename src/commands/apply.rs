@@ -61,6 +61,11 @@ pub async fn run(args: ApplyArgs) -> Result<i32> {
         (_, true) => Mode::Check,
         _ => Mode::Apply,
     };
+    // First of all, so no stop signal ever finds apply unprepared (reading a large set
+    // takes a while, and a signal then must end it cleanly, not kill it).
+    if mode == Mode::Apply {
+        apply::interrupt::catch_stop_signals()?;
+    }
     let (machines, declared) = read_machines(&args.file, &args.machine, &names, owner)?;
     for name in &args.machine {
         if !declared.contains(name) {
@@ -85,6 +90,7 @@ pub async fn run(args: ApplyArgs) -> Result<i32> {
     if machines.iter().any(|m| m.target != Target::Host) {
         crate::netns::require_privileges()?;
     }
+
     let machined = if machines.iter().any(|m| m.target.needs_machined()) {
         Some(Machined::connect().await?)
     } else {
@@ -97,15 +103,40 @@ pub async fn run(args: ApplyArgs) -> Result<i32> {
         adopt: args.adopt,
         allow_host: args.allow_host,
         mode,
+        stoppable: mode == Mode::Apply,
     };
 
     let mut worst = 0;
     let mut out_of_sync = false;
-    for machine in machines {
+    let count = machines.len();
+    for (i, machine) in machines.into_iter().enumerate() {
+        if let Some(signal) = ctx.stopped() {
+            // Machines finished before the signal keep their complete new set: each is
+            // applied whole or not at all.
+            eprintln!(
+                "machnet: stopped by {} before {}: it and {} machine{} after it were not touched",
+                apply::interrupt::signal_name(signal),
+                machine.name,
+                count - i - 1,
+                plural(count - i - 1)
+            );
+            return Ok(128 + signal);
+        }
         match apply_machine(&ctx, machine, machined.as_ref(), wait).await {
             Ok((changes_needed, report)) => {
                 super::write_stdout(report.as_bytes())?;
                 out_of_sync |= changes_needed;
+            }
+            Err(e @ Error::Interrupted { .. }) => {
+                eprintln!("machnet: {e}");
+                if count - i > 1 {
+                    eprintln!(
+                        "machnet: note: the {} machine{} after it were not touched",
+                        count - i - 1,
+                        plural(count - i - 1)
+                    );
+                }
+                return Ok(e.exit_code());
             }
             Err(e) => {
                 eprintln!("machnet: {e}");
@@ -131,6 +162,15 @@ struct Context<'a> {
     adopt: bool,
     allow_host: bool,
     mode: Mode,
+    /// SIGTERM/SIGINT/SIGHUP stop this apply and put the machine back (interrupt.rs):
+    /// the command's own apply. watch --reapply leaves its signals to watch.
+    stoppable: bool,
+}
+
+impl Context<'_> {
+    fn stopped(&self) -> Option<i32> {
+        self.stoppable.then(apply::interrupt::caught).flatten()
+    }
 }
 
 /// Reads the machines to work on (all in the file, or those in `only`), each route parsed
@@ -281,11 +321,26 @@ async fn apply_machine(
         Mode::Apply => {}
     }
 
+    if let Some(signal) = ctx.stopped() {
+        return Err(Error::Interrupted {
+            signal,
+            message: format!(
+                "{label}: stopped by {} before any change; nothing was changed",
+                apply::interrupt::signal_name(signal)
+            ),
+        });
+    }
     let what = format!("applying routes to {label}");
     let mut progress = Progress::new(&machine.name, plan.steps.len());
-    let result = apply::execute(&mut sock, &plan, &wanted, &found, &what, |done, total| {
-        progress.show(done, total)
-    });
+    let result = apply::execute(
+        &mut sock,
+        &plan,
+        &wanted,
+        &found,
+        &what,
+        |done, total| progress.show(done, total),
+        || ctx.stopped(),
+    );
     progress.finish();
     if let Err(refused) = result {
         return Err(refusal_error(label, &refused, &wanted, &found, &printer));
@@ -333,6 +388,7 @@ impl Declared {
             adopt: false,
             allow_host: false,
             mode: Mode::Apply,
+            stoppable: false,
         };
         // A copy: the set is applied again at every fight, with the links of the moment.
         apply_machine(&ctx, set.clone(), machined, None).await
@@ -500,6 +556,7 @@ pub async fn drift(
         adopt: false,
         allow_host: true,
         mode: Mode::Check,
+        stoppable: false,
     };
     let mut out = Vec::new();
     for machine in machines {
@@ -631,6 +688,12 @@ fn refusal_error(
             )
         }
     };
+    if let Error::Interrupted { signal, message } = &refused.error {
+        return Error::Interrupted {
+            signal: *signal,
+            message: format!("{label}: {message}; {restored}"),
+        };
+    }
     let context = format!("{label}: {step} failed");
     match &refused.error {
         Error::Kernel { source, says, .. } => Error::Kernel {

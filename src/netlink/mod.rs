@@ -250,18 +250,20 @@ impl NetlinkSocket {
     /// route (BENCHMARKS.md, apply).
     ///
     /// `on_ack(i, outcome)` hears about each request in order: `None` for done, or the
-    /// kernel's refusal. After a datagram with a refusal, no further one is sent. Returns
-    /// how many requests were sent (and answered).
+    /// kernel's refusal. After a datagram with a refusal, no further one is sent; nor when
+    /// `stop()` says so, which it is asked before each datagram (when every request sent
+    /// so far has been answered). Returns how many requests were sent (and answered).
     pub fn request_many<'r>(
         &mut self,
         count: usize,
         request: impl Fn(usize) -> Request<'r>,
         what: &str,
         mut on_ack: impl FnMut(usize, Option<Error>),
+        stop: impl Fn() -> bool,
     ) -> Result<usize> {
         let mut sent = 0;
         let mut datagram = Vec::with_capacity(BATCH_BYTES + 4096);
-        while sent < count {
+        while sent < count && !stop() {
             datagram.clear();
             let first = sent;
             let first_seq = self.seq.wrapping_add(1);
