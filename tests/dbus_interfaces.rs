@@ -1,5 +1,6 @@
-//! The machine1 members machnet uses, held to the introspection XML in dbus/ (taken from
-//! a real machined), and that XML held to the machined running on the testbed.
+//! The machine1 members machnet uses, held to the introspection XML in dbus/VERSION/
+//! (taken from a real machined of each systemd version CI runs), and that XML held to the
+//! machined running on the testbed.
 
 mod common;
 
@@ -67,8 +68,14 @@ fn parse(xml: &str, interface: &str) -> Interface {
     out
 }
 
-fn committed(interface: &str) -> Interface {
-    let path = format!("{}/dbus/{interface}.xml", env!("CARGO_MANIFEST_DIR"));
+/// The systemd versions whose machined XML is committed: the ones CI runs against.
+const VERSIONS: [&str; 2] = ["252", "262"];
+
+fn committed(version: &str, interface: &str) -> Interface {
+    let path = format!(
+        "{}/dbus/{version}/{interface}.xml",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let xml = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let parsed = parse(&xml, interface);
     assert!(
@@ -80,36 +87,60 @@ fn committed(interface: &str) -> Interface {
 
 #[test]
 fn manager_proxy_matches_the_xml() {
-    let manager = committed(MANAGER_INTERFACE);
-    // The signatures the proxy's Rust types produce, against the declared ones.
-    let listing = <MachineListing as Type>::SIGNATURE.to_string();
-    assert_eq!(manager.methods["ListMachines"], (String::new(), listing));
-    let path = <OwnedObjectPath as Type>::SIGNATURE.to_string();
-    let name = <&str as Type>::SIGNATURE.to_string();
-    assert_eq!(manager.methods["GetMachine"], (name, path));
+    for version in VERSIONS {
+        let manager = committed(version, MANAGER_INTERFACE);
+        // The signatures the proxy's Rust types produce, against the declared ones.
+        let listing = <MachineListing as Type>::SIGNATURE.to_string();
+        assert_eq!(
+            manager.methods["ListMachines"],
+            (String::new(), listing),
+            "systemd {version}"
+        );
+        let path = <OwnedObjectPath as Type>::SIGNATURE.to_string();
+        let name = <&str as Type>::SIGNATURE.to_string();
+        assert_eq!(
+            manager.methods["GetMachine"],
+            (name, path),
+            "systemd {version}"
+        );
+    }
 }
 
 #[test]
 fn machine_properties_match_the_xml() {
-    let machine = committed(MACHINE_INTERFACE);
-    for (name, ty) in MACHINE_PROPERTIES {
-        assert_eq!(
-            machine.properties.get(name).map(String::as_str),
-            Some(ty),
-            "property {name}"
-        );
+    for version in VERSIONS {
+        let machine = committed(version, MACHINE_INTERFACE);
+        for (name, ty) in MACHINE_PROPERTIES {
+            assert_eq!(
+                machine.properties.get(name).map(String::as_str),
+                Some(ty),
+                "systemd {version}: property {name}"
+            );
+        }
     }
-    // Newer machined only: absent from 252's XML, and read only when present.
-    for (name, _) in OPTIONAL_MACHINE_PROPERTIES {
-        assert!(
-            !machine.properties.contains_key(name),
-            "{name} is not in systemd 252"
+    // LeaderPIDFDId is 262's (257 lacks it too): read only where machined has it, and
+    // then with the type the code expects.
+    let old = committed("252", MACHINE_INTERFACE);
+    let new = committed("262", MACHINE_INTERFACE);
+    for (name, ty) in OPTIONAL_MACHINE_PROPERTIES {
+        assert!(!old.properties.contains_key(name), "{name} is not in 252");
+        assert_eq!(
+            new.properties.get(name).map(String::as_str),
+            Some(ty),
+            "{name} in 262"
         );
     }
 }
 
-/// The committed XML is what the machined on the testbed really says (so it was not
-/// written by hand and does not drift from the systemd the tests run against).
+/// The systemd version of the machined on the testbed (scripts/testbed says it).
+fn testbed_systemd_version() -> String {
+    std::env::var("MACHNET_TESTBED_SYSTEMD_VERSION")
+        .expect("scripts/testbed sets MACHNET_TESTBED_SYSTEMD_VERSION")
+}
+
+/// The committed XML of the testbed's systemd version is what its machined really says (so
+/// it was not written by hand and does not drift from the systemd the tests run against).
+/// A version with no committed XML fails: commit its XML before CI runs it.
 #[test]
 fn committed_xml_matches_the_live_machined() {
     let _bed = common::testbed();
@@ -139,13 +170,16 @@ fn committed_xml_matches_the_live_machined() {
         let machine = introspect(format!("{MANAGER_PATH}/machine/corpus")).await;
         (manager, machine)
     });
+    let version = testbed_systemd_version();
     assert_eq!(
         parse(&manager_xml, MANAGER_INTERFACE),
-        committed(MANAGER_INTERFACE)
+        committed(&version, MANAGER_INTERFACE),
+        "systemd {version}"
     );
     assert_eq!(
         parse(&machine_xml, MACHINE_INTERFACE),
-        committed(MACHINE_INTERFACE)
+        committed(&version, MACHINE_INTERFACE),
+        "systemd {version}"
     );
 }
 

@@ -84,13 +84,6 @@ const ENCAP_SHAPES: &[EncapShape] = &[
     },
 ];
 
-/// Straight to the test's stderr, past libtest's capture (which takes only the print
-/// macros), so what the kernel lacked shows in every run, passing or not.
-fn report(line: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "{line}");
-}
-
 #[test]
 fn an_encapsulated_route_prints_its_type_and_the_rest_stays_exact() {
     let _bed = testbed();

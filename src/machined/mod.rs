@@ -1,7 +1,8 @@
 //! systemd-machined over D-Bus: which machines exist, and who leads each.
 //!
-//! The proxies below use only what `dbus/org.freedesktop.machine1.*.xml` (introspected
-//! from a real machined) declares; `tests/dbus_interfaces.rs` holds them to it.
+//! The proxies below use only what `dbus/VERSION/org.freedesktop.machine1.*.xml`
+//! (introspected from real machined 252 and 262) declares; `tests/dbus_interfaces.rs` holds
+//! them to it.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -21,7 +22,7 @@ pub const MACHINE_INTERFACE: &str = "org.freedesktop.machine1.Machine";
 
 /// The Machine properties machnet reads, with the D-Bus type it decodes each as.
 /// `Machine::from_properties` checks every value against this table before decoding, and
-/// tests/dbus_interfaces.rs holds the table to dbus/org.freedesktop.machine1.Machine.xml.
+/// tests/dbus_interfaces.rs holds the table to dbus/*/org.freedesktop.machine1.Machine.xml.
 pub const MACHINE_PROPERTIES: [(&str, &str); 7] = [
     ("Name", "s"),
     ("Class", "s"),

@@ -67,6 +67,21 @@ impl Testbed {
         panic!("links and addresses in {machine} did not settle within 5 s");
     }
 
+    /// The version of the systemd-machined on the testbed (252 on Debian 12; 262 when
+    /// `scripts/test --systemd sid` runs).
+    pub fn systemd_version(&self) -> u32 {
+        std::env::var("MACHNET_TESTBED_SYSTEMD_VERSION")
+            .expect("scripts/testbed sets MACHNET_TESTBED_SYSTEMD_VERSION")
+            .parse()
+            .expect("a systemd version number")
+    }
+
+    /// Whether machined publishes its machines' LeaderPIDFDId (262 does; 252 and 257 do
+    /// not), and so checks a leader by its pidfd rather than by its PID alone.
+    pub fn machined_knows_leader_pidfds(&self) -> bool {
+        self.systemd_version() >= 262
+    }
+
     /// `ip ARGS` inside a machine's network namespace (nsenter by the leader PID, as a
     /// user would do it by hand).
     pub fn ip(&self, machine: &str, args: &[&str]) -> Output {
@@ -75,6 +90,14 @@ impl Testbed {
         cmd.args(["-t", &leader, "-n", "ip"]).args(args);
         run(cmd)
     }
+}
+
+/// Straight to the test's stderr, past libtest's capture (which takes only the print
+/// macros), so what a run could not try (a kernel feature, a machined method) shows in
+/// every run, passing or not.
+pub fn report(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 pub fn machnet_bin() -> &'static str {
