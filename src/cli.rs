@@ -82,6 +82,16 @@ pub enum Command {
     Audit(AuditArgs),
     /// Which namespace (host, machine, named netns) owns an address or reaches it directly.
     Whois(WhoisArgs),
+    /// The path a packet takes from a machine to an address, hop by hop, and the first hop
+    /// where it dies, with the fix.
+    ///
+    /// Each hop is the kernel's own decision where it can be asked: the machine's route
+    /// lookup, its link and the host end (up, MTU, bridge), the host's lookup with the
+    /// packet arriving from the machine (forwarding and rp_filter applied by the kernel),
+    /// the host's nftables forward filter and NAT (iptables-nft rules included), and the
+    /// way back. A rule the evaluator cannot judge (named sets, marks, ...) is "unknown".
+    /// Exit 0: the path is open; 13: a hop fails (✘); 14: a hop cannot be judged (?).
+    Why(WhyArgs),
     /// The host and its machines as a graph: interfaces, veth pairs, bridges, addresses.
     Topology(TopologyArgs),
     /// Stream route, address and link changes of every machine, as `ip monitor` prints them.
@@ -275,6 +285,37 @@ pub struct WhoisArgs {
     /// Print JSON (an array of answers).
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WhyArgs {
+    /// A machine name, netns:NAME or pid:N.
+    #[arg(value_name = "TARGET")]
+    pub target: Target,
+
+    /// The destination address (IPv4 or IPv6).
+    #[arg(value_name = "DEST")]
+    pub dest: String,
+
+    /// The destination port (for TCP and UDP).
+    #[arg(value_name = "PORT")]
+    pub port: Option<u16>,
+
+    /// The packet's protocol.
+    #[arg(long, value_enum, default_value = "tcp")]
+    pub proto: WhyProto,
+
+    /// Print the hops as a JSON array of objects (hop, namespace, verdict, reason, rule,
+    /// fix).
+    #[arg(long, short = 'j')]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WhyProto {
+    Tcp,
+    Udp,
+    Icmp,
 }
 
 #[derive(Debug, Args)]

@@ -26,6 +26,10 @@ pub mod exit {
     /// A command over many machines printed everything it could, but one or more machines
     /// could not be read (their rows or notes say why).
     pub const PARTIAL: i32 = 13;
+    /// `why`: a hop of the path fails (why reads one machine, so it is never partial).
+    pub const WHY_BLOCKED: i32 = 13;
+    /// `why`: no hop fails, but one cannot be judged.
+    pub const WHY_UNKNOWN: i32 = 14;
 }
 
 #[derive(Debug, thiserror::Error)]

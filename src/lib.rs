@@ -28,4 +28,5 @@ pub mod target;
 pub mod topology;
 pub mod watch;
 pub mod whois;
+pub mod why;
 pub mod workers;

@@ -14,6 +14,7 @@ pub mod sockets;
 pub mod topology;
 pub mod watch;
 pub mod whois;
+pub mod why;
 
 use crate::error::Result;
 use crate::machined::Machined;

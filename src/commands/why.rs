@@ -1,0 +1,53 @@
+//! `machnet why TARGET DEST [PORT]`: walks the path (crate::why) and prints it.
+
+use crate::cli::{WhyArgs, WhyProto};
+use crate::error::{Error, Result};
+use crate::netns::Isolation;
+use crate::target::Target;
+use crate::why::{self, Question};
+
+pub async fn run(args: WhyArgs) -> Result<i32> {
+    let dest: std::net::IpAddr = args.dest.parse().map_err(|_| {
+        Error::Usage(format!(
+            "why: {:?} is not an IPv4 or IPv6 address (names are not resolved yet)",
+            args.dest
+        ))
+    })?;
+    if args.port.is_some() && args.proto == WhyProto::Icmp {
+        return Err(Error::Usage("why: icmp has no ports".into()));
+    }
+    let proto = match args.proto {
+        WhyProto::Tcp => 6,
+        WhyProto::Udp => 17,
+        WhyProto::Icmp if dest.is_ipv6() => 58,
+        WhyProto::Icmp => 1,
+    };
+    // As the user names it, so that the fixes printed can be run as they are.
+    let machine = match &args.target {
+        Target::Machine(name) => name.clone(),
+        Target::Host => ".host".into(),
+        Target::Netns(name) => format!("netns:{name}"),
+        Target::Pid(pid) => format!("pid:{pid}"),
+    };
+    let namespace = super::pin(&args.target).await?;
+    if namespace.isolation == Isolation::SharesHost {
+        return Err(Error::Usage(format!(
+            "{} shares the host's network namespace: there is no path between it and the \
+             host to walk (ask `machnet route get {} {dest}`)",
+            namespace.label, machine
+        )));
+    }
+    let question = Question {
+        dest,
+        proto,
+        dport: args.port,
+    };
+    let hops = why::walk(&machine, &namespace, &question)?;
+    let out = if args.json {
+        why::output::json(&hops)
+    } else {
+        why::output::text(&hops)
+    };
+    super::write_stdout(out.as_bytes())?;
+    Ok(why::exit_code(&hops))
+}

@@ -1,0 +1,143 @@
+//! `machnet why`: the path a packet takes from a machine to a destination, hop by hop,
+//! and the first hop where it dies, with the fix.
+//!
+//! Every routing decision is the kernel's own (RTM_GETROUTE, in the machine's namespace
+//! and then on the host with `iif` set to the machine's side, so that the kernel applies
+//! forwarding and rp_filter itself); links and addresses come from rtnetlink; the firewall
+//! and NAT from the host's real nftables ruleset (firewall.rs). What cannot be judged is
+//! "unknown", never guessed.
+
+pub mod firewall;
+pub mod output;
+mod walk;
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+pub use walk::walk;
+
+/// A hop's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    Unknown,
+}
+
+/// A command that mends a failed hop, and the NixOS option that does it declaratively
+/// where there is one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Fix {
+    pub command: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nixos: Option<String>,
+}
+
+/// One hop of the path.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hop {
+    /// What is decided here: "route", "link", "peer", "forwarding", "host route",
+    /// "forward filter", "nat", "return route", "reply filter".
+    pub hop: &'static str,
+    /// Where: the machine's name or ".host".
+    pub namespace: String,
+    pub verdict: Verdict,
+    pub reason: String,
+    /// The firewall rule (or chain policy) that decides, quoted with table, chain, handle.
+    pub rule: Option<String>,
+    pub fix: Option<Fix>,
+}
+
+/// The packet asked about.
+#[derive(Debug, Clone)]
+pub struct Question {
+    pub dest: IpAddr,
+    /// IPPROTO_*: 6 tcp, 17 udp, 1 icmp (58 for IPv6).
+    pub proto: u8,
+    pub dport: Option<u16>,
+}
+
+/// The exit code for a walked path: 0 open, 13 a hop fails, 14 a hop cannot be judged.
+pub fn exit_code(hops: &[Hop]) -> i32 {
+    if hops.iter().any(|h| h.verdict == Verdict::Fail) {
+        crate::error::exit::WHY_BLOCKED
+    } else if hops.iter().any(|h| h.verdict == Verdict::Unknown) {
+        crate::error::exit::WHY_UNKNOWN
+    } else {
+        0
+    }
+}
+
+/// Whether `addr` lies in `net`/`len`.
+pub fn in_prefix(addr: IpAddr, net: IpAddr, len: u8) -> bool {
+    match (addr, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let len = u32::from(len.min(32));
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let len = u32::from(len.min(128));
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len)
+            };
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+/// Addresses that the wider internet does not route back: RFC 1918, shared address space
+/// (RFC 6598), link-local, and IPv6 unique-local. A packet from one of them to anything
+/// else needs source NAT on the way out.
+pub fn is_private(addr: IpAddr) -> bool {
+    let v4 = [
+        ("10.0.0.0", 8),
+        ("172.16.0.0", 12),
+        ("192.168.0.0", 16),
+        ("100.64.0.0", 10),
+        ("169.254.0.0", 16),
+    ];
+    let v6 = [("fc00::", 7), ("fe80::", 10)];
+    v4.iter()
+        .chain(v6.iter())
+        .any(|(net, len)| in_prefix(addr, net.parse().unwrap(), *len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_and_private_ranges() {
+        let a = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(in_prefix(a("10.77.1.2"), a("10.77.1.0"), 24));
+        assert!(!in_prefix(a("10.77.2.2"), a("10.77.1.0"), 24));
+        assert!(in_prefix(a("fd77:1::2"), a("fd77:1::"), 64));
+        assert!(in_prefix(a("1.2.3.4"), a("0.0.0.0"), 0));
+        assert!(!in_prefix(a("1.2.3.4"), a("::"), 0));
+        assert!(
+            is_private(a("10.0.0.1")) && is_private(a("fd00::1")) && is_private(a("100.64.0.1"))
+        );
+        assert!(!is_private(a("203.0.113.5")) && !is_private(a("2001:db8::5")));
+    }
+
+    #[test]
+    fn the_exit_code_says_blocked_before_unknown() {
+        let hop = |verdict| Hop {
+            hop: "route",
+            namespace: "m".into(),
+            verdict,
+            reason: String::new(),
+            rule: None,
+            fix: None,
+        };
+        assert_eq!(exit_code(&[hop(Verdict::Pass)]), 0);
+        assert_eq!(exit_code(&[hop(Verdict::Unknown), hop(Verdict::Pass)]), 14);
+        assert_eq!(exit_code(&[hop(Verdict::Unknown), hop(Verdict::Fail)]), 13);
+    }
+}

@@ -1,0 +1,851 @@
+//! Walking the path: the machine's own route, its link and the host end of it, the host's
+//! routing (forwarding and rp_filter applied by the kernel), the host's forward filter
+//! and NAT, and the way back. Stops at the first hop that fails.
+
+use std::net::IpAddr;
+
+use super::firewall::{Filter, Nat, Packet, Ruleset};
+use super::{in_prefix, is_private, Fix, Hop, Question, Verdict};
+use crate::error::{Error, Result};
+use crate::link::{self, Link, LinkNames};
+use crate::netlink::NetlinkSocket;
+use crate::netns::PinnedNamespace;
+use crate::route::get::{self, GetOptions, RTM_GETROUTE};
+use crate::route::message::{Route, RTA_GATEWAY, RTA_OIF, RTA_PREFSRC};
+
+const IFF_UP: u32 = 0x1;
+const RTN_UNICAST: u8 = 1;
+const RTN_LOCAL: u8 = 2;
+
+/// The kernel's answer to one route lookup.
+struct Decision {
+    kind: u8,
+    oif: Option<u32>,
+    gateway: Option<IpAddr>,
+    prefsrc: Option<IpAddr>,
+}
+
+/// The hops one walk has written.
+struct Walk {
+    hops: Vec<Hop>,
+}
+
+impl Walk {
+    fn hop(&mut self, hop: &'static str, namespace: &str, verdict: Verdict, reason: String) {
+        self.hops.push(Hop {
+            hop,
+            namespace: namespace.to_string(),
+            verdict,
+            reason,
+            rule: None,
+            fix: None,
+        });
+    }
+
+    /// A failed hop with its fix; the walk ends here.
+    fn fail(&mut self, hop: &'static str, namespace: &str, reason: String, fix: Option<Fix>) {
+        self.hop(hop, namespace, Verdict::Fail, reason);
+        self.hops.last_mut().unwrap().fix = fix;
+    }
+
+    fn with_rule(&mut self, rule: String) {
+        self.hops.last_mut().unwrap().rule = Some(rule);
+    }
+}
+
+fn fix(command: String, nixos: Option<String>) -> Option<Fix> {
+    Some(Fix { command, nixos })
+}
+
+/// Walks the path from `machine` (pinned as `namespace`) to the question's destination.
+pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> Result<Vec<Hop>> {
+    let mut w = Walk { hops: Vec::new() };
+    let mut sock = namespace.open_netlink()?;
+    let links = link::links_with_addresses(&mut sock)?;
+    let names = LinkNames::from_links(&links);
+    let dest = question.dest;
+    let v6 = dest.is_ipv6();
+    let family_flag = if v6 { " -6" } else { "" };
+
+    // 1. Inside the machine: its own routing decision.
+    let decision = match route_get(&mut sock, &names, dest, &options(question))? {
+        Ok(d) => d,
+        Err(says) => {
+            let gateway = host_side_gateway(namespace, &links, v6)?;
+            let fix_line = gateway.as_ref().map(|(dev, gw)| {
+                format!("machnet route add {machine}{family_flag} default via {gw} dev {dev}")
+            });
+            let nixos = gateway.as_ref().map(|(_, gw)| {
+                let option = if v6 {
+                    "defaultGateway6"
+                } else {
+                    "defaultGateway"
+                };
+                format!("containers.{machine}.config.networking.{option} = \"{gw}\";")
+            });
+            w.fail(
+                "route",
+                machine,
+                format!("no route to {dest}: the kernel says: {}", says.0),
+                fix_line.and_then(|c| fix(c, nixos)),
+            );
+            return Ok(w.hops);
+        }
+    };
+    if decision.kind == RTN_LOCAL {
+        w.hop(
+            "route",
+            machine,
+            Verdict::Pass,
+            format!("{dest} is the machine's own address"),
+        );
+        return Ok(w.hops);
+    }
+    if decision.kind != RTN_UNICAST {
+        w.fail(
+            "route",
+            machine,
+            format!("{dest} matches a {} route", kind_name(decision.kind)),
+            None,
+        );
+        return Ok(w.hops);
+    }
+    let Some(oif) = decision
+        .oif
+        .and_then(|i| links.iter().find(|l| l.ifindex == i))
+    else {
+        w.hop(
+            "route",
+            machine,
+            Verdict::Unknown,
+            "the route names no output device".into(),
+        );
+        return Ok(w.hops);
+    };
+    let Some(src) = decision.prefsrc.or_else(|| first_address(oif, v6)) else {
+        w.fail(
+            "route",
+            machine,
+            format!(
+                "{} has no {} address to send from",
+                oif.ifname,
+                family_name(v6)
+            ),
+            None,
+        );
+        return Ok(w.hops);
+    };
+    let via = decision
+        .gateway
+        .map_or(String::new(), |g| format!(" via {g}"));
+    w.hop(
+        "route",
+        machine,
+        Verdict::Pass,
+        format!("{dest}{via} dev {} src {src}", oif.ifname),
+    );
+
+    // 2. The machine's link and its other end on the host.
+    if oif.detail.flags & IFF_UP == 0 {
+        w.fail(
+            "link",
+            machine,
+            format!("{} is down", oif.ifname),
+            fix(
+                format!("machnet link set {machine} {} up", oif.ifname),
+                None,
+            ),
+        );
+        return Ok(w.hops);
+    }
+    let peers = crate::peer::host_peers(namespace, &links)?;
+    let peer_name = links
+        .iter()
+        .position(|l| l.ifindex == oif.ifindex)
+        .and_then(|i| peers[i].clone())
+        .map(|p| p.ifname);
+    let Some(peer_name) = peer_name else {
+        let kind = oif.detail.kind.as_deref().unwrap_or("device");
+        w.hop(
+            "peer",
+            machine,
+            Verdict::Unknown,
+            format!(
+                "{} is a {kind} whose other end is not in the host's namespace: not followed",
+                oif.ifname
+            ),
+        );
+        return Ok(w.hops);
+    };
+    let host = crate::netns::pin_own()?;
+    let mut host_sock = host.open_netlink()?;
+    let host_links = link::links_with_addresses(&mut host_sock)?;
+    let host_names = LinkNames::from_links(&host_links);
+    let Some(peer) = host_links.iter().find(|l| l.ifname == peer_name) else {
+        w.hop(
+            "peer",
+            ".host",
+            Verdict::Unknown,
+            format!("{peer_name} vanished"),
+        );
+        return Ok(w.hops);
+    };
+    if peer.detail.flags & IFF_UP == 0 {
+        w.fail(
+            "peer",
+            ".host",
+            format!("{}'s host end {} is down", oif.ifname, peer.ifname),
+            fix(format!("ip link set {} up", peer.ifname), None),
+        );
+        return Ok(w.hops);
+    }
+    let (mtu, peer_mtu) = (oif.detail.mtu.unwrap_or(0), peer.detail.mtu.unwrap_or(0));
+    if mtu != peer_mtu {
+        // The larger end sends what the smaller one drops: bring it down to the other.
+        let command = if mtu > peer_mtu {
+            format!("machnet link set {machine} {} mtu {peer_mtu}", oif.ifname)
+        } else {
+            format!("ip link set {} mtu {mtu}", peer.ifname)
+        };
+        w.fail(
+            "peer",
+            ".host",
+            format!(
+                "MTU mismatch: {} has {mtu}, its host end {} has {peer_mtu}; packets larger \
+                 than {} are dropped",
+                oif.ifname,
+                peer.ifname,
+                mtu.min(peer_mtu)
+            ),
+            fix(command, None),
+        );
+        return Ok(w.hops);
+    }
+    let master = peer
+        .detail
+        .master
+        .and_then(|m| host_links.iter().find(|l| l.ifindex == m));
+    // The host side the machine's packets arrive on: the bridge if the peer is a port.
+    let ingress = master.unwrap_or(peer);
+    if let Some(gw) = decision.gateway {
+        let holder = host_links.iter().find(|l| holds(l, gw));
+        match holder {
+            Some(h) if h.ifindex == ingress.ifindex => {}
+            Some(h) if h.detail.kind.as_deref() == Some("bridge") => {
+                w.fail(
+                    "peer",
+                    ".host",
+                    format!(
+                        "{} is not a port of bridge {}, which holds the gateway {gw}",
+                        peer.ifname, h.ifname
+                    ),
+                    fix(
+                        format!("ip link set {} master {}", peer.ifname, h.ifname),
+                        Some(format!(
+                            "containers.{machine}.hostBridge = \"{}\";",
+                            h.ifname
+                        )),
+                    ),
+                );
+                return Ok(w.hops);
+            }
+            Some(h) => {
+                w.fail(
+                    "peer",
+                    ".host",
+                    format!(
+                        "the gateway {gw} is on the host's {}, not on {}'s side ({})",
+                        h.ifname, oif.ifname, ingress.ifname
+                    ),
+                    None,
+                );
+                return Ok(w.hops);
+            }
+            None => {
+                let connected = oif.addr_info.iter().any(|a| {
+                    a.local
+                        .parse()
+                        .is_ok_and(|net| in_prefix(gw, net, a.prefixlen))
+                });
+                let reason = if connected {
+                    format!("no host link holds the gateway {gw}")
+                } else {
+                    format!(
+                        "the gateway {gw} is on no connected subnet of {} and no host link \
+                         holds it",
+                        oif.ifname
+                    )
+                };
+                let replacement = first_address(ingress, v6).map(|g| {
+                    format!(
+                        "machnet route replace {machine}{family_flag} default via {g} dev {}",
+                        oif.ifname
+                    )
+                });
+                w.fail(
+                    "route",
+                    machine,
+                    reason,
+                    replacement.and_then(|c| fix(c, None)),
+                );
+                return Ok(w.hops);
+            }
+        }
+    }
+    if let Some(bridge) = master.filter(|b| b.detail.flags & IFF_UP == 0) {
+        w.fail(
+            "peer",
+            ".host",
+            format!("bridge {} is down", bridge.ifname),
+            fix(format!("ip link set {} up", bridge.ifname), None),
+        );
+        return Ok(w.hops);
+    }
+    let bridged = master.map_or(String::new(), |b| format!(", a port of {}", b.ifname));
+    w.hop(
+        "peer",
+        ".host",
+        Verdict::Pass,
+        format!(
+            "{} ↔ {}{bridged}: both up, mtu {mtu}",
+            oif.ifname, peer.ifname
+        ),
+    );
+    if decision.gateway.is_none() {
+        if host_links.iter().any(|l| holds(l, dest)) {
+            w.hop(
+                "host route",
+                ".host",
+                Verdict::Pass,
+                format!("{dest} is the host's own address"),
+            );
+        } else {
+            w.hop(
+                "host route",
+                ".host",
+                Verdict::Unknown,
+                format!(
+                    "{dest} is on {}'s link, beyond the host end: not followed",
+                    oif.ifname
+                ),
+            );
+        }
+        return Ok(w.hops);
+    }
+
+    // 3. On the host: the kernel's decision for a packet arriving from the machine.
+    let inif = ingress.ifname.clone();
+    let mut from_machine = options(question);
+    from_machine.from = Some((src, if v6 { 128 } else { 32 }));
+    from_machine.iif = Some(inif.clone());
+    let forwarding = forwarding_sysctls(v6, &inif);
+    let host_decision = route_get(&mut host_sock, &host_names, dest, &from_machine)?;
+    if let Ok(d) = &host_decision {
+        if d.kind == RTN_LOCAL {
+            w.hop(
+                "host route",
+                ".host",
+                Verdict::Pass,
+                format!("{dest} is the host's own address"),
+            );
+            return Ok(w.hops);
+        }
+    }
+    if let Some((name, value)) = forwarding.iter().find(|(_, v)| v.as_deref() == Some("0")) {
+        let _ = value;
+        let all = if v6 {
+            "net.ipv6.conf.all.forwarding"
+        } else {
+            "net.ipv4.ip_forward"
+        };
+        let command = if name == all {
+            format!("sysctl -w {all}=1")
+        } else {
+            format!("sysctl -w {all}=1 {name}=1")
+        };
+        w.fail(
+            "forwarding",
+            ".host",
+            format!("forwarding is off: {name} = 0"),
+            fix(command, Some(format!("boot.kernel.sysctl.\"{all}\" = 1;"))),
+        );
+        return Ok(w.hops);
+    }
+    let host_decision = match host_decision {
+        Ok(d) => d,
+        Err(says) => {
+            let errno = says.1;
+            if matches!(errno, libc::EINVAL | libc::EXDEV) && !v6 {
+                let rp = rp_filter(&inif);
+                if rp == 1 {
+                    let back = route_get(&mut host_sock, &host_names, src, &GetOptions::default())?
+                        .ok()
+                        .and_then(|d| d.oif)
+                        .map(|i| host_names.name(i).into_owned())
+                        .unwrap_or_else(|| "nowhere".into());
+                    w.fail(
+                        "host route",
+                        ".host",
+                        format!(
+                            "strict rp_filter on {inif} drops it: the host's route back to {src} \
+                             leaves by {back}, not {inif} (the kernel says: {})",
+                            says.0
+                        ),
+                        fix(
+                            format!(
+                                "sysctl -w net.ipv4.conf.all.rp_filter=2 net.ipv4.conf.{inif}.rp_filter=2"
+                            ),
+                            Some("networking.firewall.checkReversePath = \"loose\";".into()),
+                        ),
+                    );
+                    return Ok(w.hops);
+                }
+            }
+            let verdict_reason = format!(
+                "the host cannot route {dest} from {src} arriving on {inif}: the kernel says: {}",
+                says.0
+            );
+            if matches!(errno, libc::ENETUNREACH | libc::EHOSTUNREACH) {
+                w.fail("host route", ".host", verdict_reason, None);
+            } else {
+                w.hop("host route", ".host", Verdict::Unknown, verdict_reason);
+            }
+            return Ok(w.hops);
+        }
+    };
+    if host_decision.kind != RTN_UNICAST {
+        w.fail(
+            "host route",
+            ".host",
+            format!(
+                "{dest} matches a {} route on the host",
+                kind_name(host_decision.kind)
+            ),
+            None,
+        );
+        return Ok(w.hops);
+    }
+    let egress = host_decision
+        .oif
+        .map(|i| host_names.name(i).into_owned())
+        .unwrap_or_default();
+    let host_via = host_decision
+        .gateway
+        .map_or(String::new(), |g| format!(" via {g}"));
+    w.hop(
+        "host route",
+        ".host",
+        Verdict::Pass,
+        format!("{dest} from {src} iif {inif}{host_via} dev {egress}"),
+    );
+
+    // 4. The host's firewall and NAT.
+    let ruleset = match read_ruleset() {
+        Ok(r) => r,
+        Err(why) => {
+            w.hop("forward filter", ".host", Verdict::Unknown, why);
+            return Ok(w.hops);
+        }
+    };
+    let out = Packet {
+        iifname: inif.clone(),
+        oifname: egress.clone(),
+        saddr: src,
+        daddr: dest,
+        l4proto: question.proto,
+        sport: Some(40000),
+        dport: question.dport,
+        ct_state: "new",
+    };
+    let accept_rule = format!("iifname \"{inif}\" oifname \"{egress}\" accept");
+    if !judge_filter(&mut w, &ruleset, &out, "forward filter", &accept_rule) {
+        return Ok(w.hops);
+    }
+    if is_private(src) && !is_private(dest) {
+        match ruleset.source_nat(&out) {
+            Nat::Masqueraded(rule) => {
+                w.hop(
+                    "nat",
+                    ".host",
+                    Verdict::Pass,
+                    format!("{src} is masqueraded out of {egress}"),
+                );
+                w.with_rule(rule.to_string());
+            }
+            Nat::Unknown(rule, why) => {
+                w.hop(
+                    "nat",
+                    ".host",
+                    Verdict::Unknown,
+                    format!("cannot tell whether {src} is masqueraded: {why}"),
+                );
+                w.with_rule(rule.to_string());
+            }
+            Nat::NotCovered => {
+                let subnet = subnet_of(oif, src).unwrap_or_else(|| src.to_string());
+                let (family, addr) = if v6 { ("ip6", "ip6") } else { ("ip", "ip") };
+                let command = format!(
+                    "nft add table {family} nat && nft 'add chain {family} nat postrouting {{ type nat hook postrouting priority srcnat; }}' && nft add rule {family} nat postrouting oifname \"{egress}\" {addr} saddr {subnet} masquerade"
+                );
+                let nixos = if v6 {
+                    format!("networking.nat = {{ enable = true; enableIPv6 = true; internalInterfaces = [ \"{inif}\" ]; externalInterface = \"{egress}\"; }};")
+                } else {
+                    format!("networking.nat = {{ enable = true; internalInterfaces = [ \"{inif}\" ]; externalInterface = \"{egress}\"; }};")
+                };
+                w.fail(
+                    "nat",
+                    ".host",
+                    format!(
+                        "nothing masquerades {src} out of {egress}: {src} is a private address, \
+                         and {dest}'s replies cannot find their way back to it"
+                    ),
+                    fix(command, Some(nixos)),
+                );
+                return Ok(w.hops);
+            }
+        }
+    }
+
+    // 5. The way back: the host's route to the machine, and the reply through the filter.
+    let mut reply = GetOptions {
+        from: Some((dest, if v6 { 128 } else { 32 })),
+        iif: Some(egress.clone()),
+        ..GetOptions::default()
+    };
+    reply.ipproto = Some(question.proto);
+    match route_get(&mut host_sock, &host_names, src, &reply)? {
+        Ok(back) if back.oif == Some(ingress.ifindex) => {
+            w.hop(
+                "return route",
+                ".host",
+                Verdict::Pass,
+                format!("{src} from {dest} iif {egress} dev {inif}"),
+            );
+        }
+        Ok(back) => {
+            let by = back
+                .oif
+                .map(|i| host_names.name(i).into_owned())
+                .unwrap_or_else(|| "nowhere".into());
+            w.fail(
+                "return route",
+                ".host",
+                format!("the host's route back to {src} leaves by {by}, not {inif}"),
+                None,
+            );
+            return Ok(w.hops);
+        }
+        Err(says) => {
+            w.fail(
+                "return route",
+                ".host",
+                format!(
+                    "the host cannot route replies back to {src}: the kernel says: {}",
+                    says.0
+                ),
+                None,
+            );
+            return Ok(w.hops);
+        }
+    }
+    let back = Packet {
+        iifname: egress.clone(),
+        oifname: inif.clone(),
+        saddr: dest,
+        daddr: src,
+        l4proto: question.proto,
+        sport: question.dport,
+        dport: Some(40000),
+        ct_state: "established",
+    };
+    judge_filter(
+        &mut w,
+        &ruleset,
+        &back,
+        "reply filter",
+        "ct state established,related accept",
+    );
+    Ok(w.hops)
+}
+
+/// Writes the filter hop; false when the packet does not pass (the walk ends).
+fn judge_filter(
+    w: &mut Walk,
+    ruleset: &Ruleset,
+    packet: &Packet,
+    hop: &'static str,
+    accept: &str,
+) -> bool {
+    let what = format!(
+        "{} → {} ({} → {})",
+        packet.saddr, packet.daddr, packet.iifname, packet.oifname
+    );
+    match ruleset.filter("forward", packet) {
+        Filter::NoChains => {
+            w.hop(
+                hop,
+                ".host",
+                Verdict::Pass,
+                format!("{what}: no forward chain filters it"),
+            );
+            true
+        }
+        Filter::Accepted(rule) => {
+            w.hop(hop, ".host", Verdict::Pass, format!("{what}: accepted"));
+            w.with_rule(rule.to_string());
+            true
+        }
+        Filter::Unknown(rule, why) => {
+            w.hop(
+                hop,
+                ".host",
+                Verdict::Unknown,
+                format!("{what}: cannot be judged: {why}"),
+            );
+            w.with_rule(rule.to_string());
+            true
+        }
+        Filter::Dropped(rule) => {
+            // iptables-nft's own tables are better mended with iptables.
+            let command = if rule.table == "filter" && rule.chain == "FORWARD" {
+                let (iif, oif) = (&packet.iifname, &packet.oifname);
+                let tool = if packet.saddr.is_ipv6() {
+                    "ip6tables"
+                } else {
+                    "iptables"
+                };
+                if accept.starts_with("ct ") {
+                    format!(
+                        "{tool} -I FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"
+                    )
+                } else {
+                    format!("{tool} -I FORWARD -i {iif} -o {oif} -j ACCEPT")
+                }
+            } else {
+                format!(
+                    "nft insert rule {} {} {} {accept}",
+                    rule.family, rule.table, rule.chain
+                )
+            };
+            let nixos = format!("networking.firewall.extraForwardRules = ''{accept}'';");
+            w.fail(
+                hop,
+                ".host",
+                format!("{what}: dropped"),
+                fix(command, Some(nixos)),
+            );
+            w.with_rule(rule.to_string());
+            false
+        }
+    }
+}
+
+fn options(question: &Question) -> GetOptions {
+    GetOptions {
+        ipproto: Some(question.proto),
+        dport: question.dport,
+        sport: question.dport.map(|_| 40000),
+        ..GetOptions::default()
+    }
+}
+
+/// One route lookup; a refusal comes back as (the kernel's words, errno).
+fn route_get(
+    sock: &mut NetlinkSocket,
+    names: &LinkNames,
+    dest: IpAddr,
+    options: &GetOptions,
+) -> Result<std::result::Result<Decision, (String, i32)>> {
+    let request = get::encode(dest, options, names).map_err(Error::Other)?;
+    let mut answer = None;
+    sock.query_many(RTM_GETROUTE, &[request], "route get", |_, reply| {
+        answer = Some(match reply {
+            Ok(msg) => {
+                let route = Route::parse(msg.payload).map_err(|e| {
+                    Error::Other(format!(
+                        "the kernel sent a route machnet cannot decode ({})",
+                        e.0
+                    ))
+                })?;
+                Ok(Decision {
+                    kind: route.kind,
+                    oif: route.u32_attr(RTA_OIF),
+                    gateway: route.addr_attr(RTA_GATEWAY),
+                    prefsrc: route.addr_attr(RTA_PREFSRC),
+                })
+            }
+            Err(Error::Kernel { source, says, .. }) => {
+                Err((says, source.raw_os_error().unwrap_or(0)))
+            }
+            Err(e) => return Err(e),
+        });
+        Ok(())
+    })?;
+    answer.ok_or_else(|| Error::Other("the kernel did not answer a route lookup".into()))
+}
+
+/// The address (of the family) a machine link's host end, or its bridge, has: the
+/// gateway a missing default route should point at. (device in the machine, gateway)
+fn host_side_gateway(
+    namespace: &PinnedNamespace,
+    links: &[Link],
+    v6: bool,
+) -> Result<Option<(String, String)>> {
+    let peers = crate::peer::host_peers(namespace, links)?;
+    if peers.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let host = crate::netns::pin_own()?;
+    let mut sock = host.open_netlink()?;
+    let host_links = link::links_with_addresses(&mut sock)?;
+    for (link, peer) in links.iter().zip(&peers) {
+        let Some(peer) = peer else { continue };
+        let side = peer.master.as_ref().unwrap_or(&peer.ifname);
+        if let Some(host_link) = host_links.iter().find(|l| &l.ifname == side) {
+            if let Some(addr) = first_address(host_link, v6) {
+                return Ok(Some((link.ifname.clone(), addr.to_string())));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// A link's first address of the family that is not link-local.
+fn first_address(link: &Link, v6: bool) -> Option<IpAddr> {
+    link.addr_info
+        .iter()
+        .filter_map(|a| a.local.parse::<IpAddr>().ok())
+        .find(|a| a.is_ipv6() == v6 && !in_prefix(*a, "fe80::".parse().unwrap(), 10))
+}
+
+fn holds(link: &Link, addr: IpAddr) -> bool {
+    link.addr_info
+        .iter()
+        .any(|a| a.local.parse::<IpAddr>().ok() == Some(addr))
+}
+
+/// The subnet (NET/LEN) of the link's address `addr`.
+fn subnet_of(link: &Link, addr: IpAddr) -> Option<String> {
+    let a = link
+        .addr_info
+        .iter()
+        .find(|a| a.local.parse::<IpAddr>().ok() == Some(addr))?;
+    let net = match addr {
+        IpAddr::V4(v4) => {
+            let len = u32::from(a.prefixlen.min(32));
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            IpAddr::from(std::net::Ipv4Addr::from(u32::from(v4) & mask))
+        }
+        IpAddr::V6(v6) => {
+            let len = u32::from(a.prefixlen.min(128));
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len)
+            };
+            IpAddr::from(std::net::Ipv6Addr::from(u128::from(v6) & mask))
+        }
+    };
+    Some(format!("{net}/{}", a.prefixlen))
+}
+
+/// The forwarding switches that must be on for a packet arriving on `inif`, with their
+/// values (None: unreadable), read in machnet's own (the host's) namespace.
+fn forwarding_sysctls(v6: bool, inif: &str) -> Vec<(String, Option<String>)> {
+    let keys = if v6 {
+        vec![
+            "net.ipv6.conf.all.forwarding".to_string(),
+            format!("net.ipv6.conf.{inif}.forwarding"),
+        ]
+    } else {
+        vec![
+            "net.ipv4.ip_forward".to_string(),
+            format!("net.ipv4.conf.{inif}.forwarding"),
+        ]
+    };
+    keys.into_iter()
+        .map(|k| {
+            let v = sysctl(&k);
+            (k, v)
+        })
+        .collect()
+}
+
+/// The rp_filter mode in force on `inif`: the larger of `all` and the device's own.
+fn rp_filter(inif: &str) -> u8 {
+    ["all", inif]
+        .iter()
+        .filter_map(|d| {
+            sysctl(&format!("net.ipv4.conf.{d}.rp_filter"))?
+                .parse::<u8>()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+fn sysctl(key: &str) -> Option<String> {
+    // Interface names may hold dots, which sysctl writes as '/'; split only the prefix.
+    let path = match key.split_once(".conf.") {
+        Some((head, rest)) => {
+            let (dev, leaf) = rest.rsplit_once('.')?;
+            format!("/proc/sys/{}/conf/{dev}/{leaf}", head.replace('.', "/"))
+        }
+        None => format!("/proc/sys/{}", key.replace('.', "/")),
+    };
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// The host's nftables ruleset (JSON to judge, `-a` text to quote).
+fn read_ruleset() -> std::result::Result<Ruleset, String> {
+    let run = |args: &[&str]| {
+        std::process::Command::new("nft")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| format!("the host's firewall was not read: nft: {e}"))
+            .and_then(|out| {
+                if out.status.success() {
+                    Ok(out.stdout)
+                } else {
+                    Err(format!(
+                        "the host's firewall was not read: nft says: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ))
+                }
+            })
+    };
+    let json = run(&["-j", "list", "ruleset"])?;
+    let text = run(&["-a", "list", "ruleset"])?;
+    let json: serde_json::Value = if json.iter().all(u8::is_ascii_whitespace) {
+        serde_json::json!({ "nftables": [] })
+    } else {
+        serde_json::from_slice(&json)
+            .map_err(|e| format!("nft -j printed what machnet cannot read: {e}"))?
+    };
+    Ok(Ruleset::parse(&json, &String::from_utf8_lossy(&text)))
+}
+
+fn kind_name(kind: u8) -> &'static str {
+    match kind {
+        3 => "broadcast",
+        4 => "anycast",
+        5 => "multicast",
+        6 => "blackhole",
+        7 => "unreachable",
+        8 => "prohibit",
+        9 => "throw",
+        10 => "nat",
+        _ => "non-unicast",
+    }
+}
+
+fn family_name(v6: bool) -> &'static str {
+    if v6 {
+        "IPv6"
+    } else {
+        "IPv4"
+    }
+}
