@@ -157,7 +157,7 @@ impl Ruleset {
         for rule in self.rules(&base.family, &base.table, name) {
             let reference = self.rule_ref(rule);
             let exprs = rule.get("expr").and_then(Value::as_array)?;
-            match self.matches(exprs, packet) {
+            match self.matches(exprs, &reference.text, packet) {
                 Truth::No => continue,
                 Truth::Unknown(why) => {
                     if exprs.iter().any(is_nat_or_verdict) {
@@ -197,7 +197,7 @@ impl Ruleset {
             let Some(exprs) = rule.get("expr").and_then(Value::as_array) else {
                 continue;
             };
-            match self.matches(exprs, packet) {
+            match self.matches(exprs, &reference.text, packet) {
                 Truth::No => continue,
                 Truth::Unknown(why) => {
                     if exprs.iter().any(is_nat_or_verdict) {
@@ -232,11 +232,14 @@ impl Ruleset {
     }
 
     /// Every match of a rule, in order: the first No wins, then the first Unknown.
-    fn matches(&self, exprs: &[Value], packet: &Packet) -> Truth {
+    /// `text` is the rule as nft prints it, for iptables-nft's compat matches.
+    fn matches(&self, exprs: &[Value], text: &str, packet: &Packet) -> Truth {
         let mut unknown = None;
         for e in exprs {
             let truth = if let Some(m) = e.get("match") {
                 judge_match(m, packet)
+            } else if let Some(xt) = e.get("xt") {
+                judge_xt(xt, text, packet)
             } else if is_harmless_statement(e) || is_nat_or_verdict(e) {
                 Truth::Yes
             } else {
@@ -380,6 +383,26 @@ fn is_harmless_statement(e: &Value) -> bool {
     ["counter", "log", "notrack"]
         .iter()
         .any(|k| e.get(k).is_some())
+}
+
+/// An iptables-nft compat match (`-m conntrack --ctstate`, `-m state --state`): nft -j
+/// names only the extension, while nft's text shows what it matches as `ct state A,B`.
+/// Any other extension is not judged.
+fn judge_xt(xt: &Value, text: &str, packet: &Packet) -> Truth {
+    let name = xt.get("name").and_then(Value::as_str).unwrap_or("");
+    let states = text
+        .split_once("ct state ")
+        .map(|(_, rest)| rest.split_whitespace().next().unwrap_or(""));
+    match (name, states) {
+        ("conntrack" | "state", Some(states)) if !states.is_empty() => {
+            if states.split(',').any(|s| s == packet.ct_state) {
+                Truth::Yes
+            } else {
+                Truth::No
+            }
+        }
+        _ => Truth::Unknown(format!("the iptables extension `{name}` is not judged")),
+    }
 }
 
 /// One `match` expression against the packet.

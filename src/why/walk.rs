@@ -371,6 +371,27 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
         );
         return Ok(w.hops);
     }
+    // Strict rp_filter, checked as the kernel checks it: the host's own route back to the
+    // source must leave by the interface the packet came in on. (A route lookup from
+    // userspace with `iif` does not always apply it; the packet path does.)
+    if !v6 && rp_filter(&inif) == 1 {
+        let back = route_get(&mut host_sock, &host_names, src, &GetOptions::default())?
+            .ok()
+            .and_then(|d| d.oif);
+        if back != Some(ingress.ifindex) {
+            let by = back.map_or_else(|| "nowhere".into(), |i| host_names.name(i).into_owned());
+            w.fail(
+                "host route",
+                ".host",
+                format!(
+                    "strict rp_filter on {inif} drops it: the host's route back to {src} \
+                     leaves by {by}, not {inif}"
+                ),
+                rp_fix(&inif),
+            );
+            return Ok(w.hops);
+        }
+    }
     let host_decision = match host_decision {
         Ok(d) => d,
         Err(says) => {
@@ -391,12 +412,7 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
                              leaves by {back}, not {inif} (the kernel says: {})",
                             says.0
                         ),
-                        fix(
-                            format!(
-                                "sysctl -w net.ipv4.conf.all.rp_filter=2 net.ipv4.conf.{inif}.rp_filter=2"
-                            ),
-                            Some("networking.firewall.checkReversePath = \"loose\";".into()),
-                        ),
+                        rp_fix(&inif),
                     );
                     return Ok(w.hops);
                 }
@@ -769,6 +785,13 @@ fn forwarding_sysctls(v6: bool, inif: &str) -> Vec<(String, Option<String>)> {
             (k, v)
         })
         .collect()
+}
+
+fn rp_fix(inif: &str) -> Option<Fix> {
+    fix(
+        format!("sysctl -w net.ipv4.conf.all.rp_filter=2 net.ipv4.conf.{inif}.rp_filter=2"),
+        Some("networking.firewall.checkReversePath = \"loose\";".into()),
+    )
 }
 
 /// The rp_filter mode in force on `inif`: the larger of `all` and the device's own.

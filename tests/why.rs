@@ -1,0 +1,581 @@
+//! `machnet why` against faults made for real on the testbed's host (the sandbox): each
+//! test starts from an open path from the qbittorrent container (or a bridged netns
+//! machine) to "the internet" (a namespace of the test's own, 203.0.113.5 and
+//! 2001:db8:5::5, with a real listener, and no route back to private addresses), makes one
+//! fault, and checks that `why` names it at the right hop, that a real connect fails, and
+//! that the fixes `why` prints, run as printed, open the path again: `why` exits 0 and the
+//! connect succeeds.
+//!
+//! The tests change the sandbox host's forwarding, rp_filter and nftables ruleset, so they
+//! run one at a time, and each puts back what it found.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+
+use common::*;
+use serde_json::Value;
+
+static HOST: Mutex<()> = Mutex::new(());
+
+const INET4: &str = "203.0.113.5";
+const INET6: &str = "2001:db8:5::5";
+const PORT: &str = "8080";
+
+fn sh(script: &str) -> String {
+    let mut cmd = Command::new("sh");
+    cmd.args(["-ec", script]);
+    ok(run(cmd), script)
+}
+
+fn sysctl(key: &str) -> String {
+    sh(&format!("sysctl -n {key}")).trim().to_string()
+}
+
+/// The host as a test found it: put back when the test ends, passing or not.
+struct HostState {
+    _lock: MutexGuard<'static, ()>,
+    sysctls: Vec<(String, String)>,
+    ruleset: String,
+    undo: Vec<String>,
+}
+
+impl HostState {
+    fn save(extra_sysctls: &[&str]) -> HostState {
+        let lock = HOST.lock().unwrap_or_else(|e| e.into_inner());
+        let mut keys = vec![
+            "net.ipv4.ip_forward",
+            "net.ipv6.conf.all.forwarding",
+            "net.ipv4.conf.all.rp_filter",
+        ];
+        keys.extend_from_slice(extra_sysctls);
+        HostState {
+            _lock: lock,
+            sysctls: keys.iter().map(|k| (k.to_string(), sysctl(k))).collect(),
+            ruleset: sh("nft list ruleset"),
+            undo: Vec::new(),
+        }
+    }
+}
+
+impl Drop for HostState {
+    fn drop(&mut self) {
+        for step in self.undo.iter().rev() {
+            let _ = Command::new("sh").args(["-c", step]).status();
+        }
+        for (k, v) in &self.sysctls {
+            let _ = Command::new("sysctl")
+                .args(["-qw", &format!("{k}={v}")])
+                .status();
+        }
+        let _ = Command::new("nft").args(["flush", "ruleset"]).status();
+        if !self.ruleset.trim().is_empty() {
+            let mut restore = Command::new("nft");
+            restore.args(["-f", "-"]).stdin(Stdio::piped());
+            if let Ok(mut child) = restore.spawn() {
+                use std::io::Write;
+                let _ = child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(self.ruleset.as_bytes());
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// "The internet": a namespace behind host link `vi-PID` with 203.0.113.5/24 and
+/// 2001:db8:5::5/64, routes only to its own subnets, and a TCP listener on port 8080.
+struct Internet {
+    ns: ScratchNetns,
+    host_link: String,
+    listener: std::process::Child,
+}
+
+impl Internet {
+    fn new() -> Internet {
+        let ns = ScratchNetns::new("inet");
+        let host_link = format!("vi-{}", std::process::id());
+        sh(&format!(
+            "ip link add {host_link} type veth peer name up0 netns {ns}
+             ip addr add 203.0.113.1/24 dev {host_link}
+             ip addr add 2001:db8:5::1/64 dev {host_link} nodad
+             ip link set {host_link} up
+             ip -n {ns} addr add {INET4}/24 dev up0
+             ip -n {ns} addr add {INET6}/64 dev up0 nodad
+             ip -n {ns} link set up0 up
+             ip -n {ns} link set lo up",
+            ns = ns.name()
+        ));
+        let listener = Command::new("ip")
+            .args(["netns", "exec", ns.name(), "python3", "-c"])
+            .arg(LISTENER)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("listener");
+        let mut internet = Internet {
+            ns,
+            host_link,
+            listener,
+        };
+        // The listener says when it listens.
+        let mut line = String::new();
+        use std::io::BufRead;
+        std::io::BufReader::new(internet.listener.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "listening");
+        internet
+    }
+}
+
+impl Drop for Internet {
+    fn drop(&mut self) {
+        let _ = self.listener.kill();
+        let _ = self.listener.wait();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_link])
+            .status();
+        let _ = &self.ns;
+    }
+}
+
+const LISTENER: &str = r#"
+import socket, threading
+def serve(family, addr):
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, 8080)); s.listen(64)
+    return s
+socks = [serve(socket.AF_INET, "203.0.113.5"), serve(socket.AF_INET6, "2001:db8:5::5")]
+def accept(s):
+    while True:
+        c, _ = s.accept(); c.close()
+for s in socks:
+    threading.Thread(target=accept, args=(s,), daemon=True).start()
+print("listening", flush=True)
+threading.Event().wait()
+"#;
+
+/// Whether a real TCP connect from the machine (its leader's network namespace, or a
+/// named netns) reaches the listener.
+fn connects(netns_of: &[&str], addr: &str) -> bool {
+    let script = format!(
+        "import socket,sys\ntry:\n socket.create_connection(('{addr}', {PORT}), timeout=2).close()\nexcept OSError:\n sys.exit(1)"
+    );
+    let mut cmd = Command::new(netns_of[0]);
+    cmd.args(&netns_of[1..]).args(["python3", "-c", &script]);
+    cmd.status().expect("python3").success()
+}
+
+/// A connect that must succeed: a link just brought up gets its carrier, and a
+/// neighbour entry that failed while it was down is retried, a moment later.
+fn connects_soon(netns_of: &[&str], addr: &str) -> bool {
+    (0..5).any(|_| connects(netns_of, addr))
+}
+
+fn why(target: &str, dest: &str) -> (i32, Vec<Value>) {
+    let out = machnet(&["why", target, dest, PORT, "--json"]);
+    assert!(
+        out.stderr.is_empty(),
+        "why wrote to stderr: {}",
+        stderr(&out)
+    );
+    let hops: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("why --json: {e}: {}", stdout(&out)));
+    (out.status.code().unwrap(), hops.as_array().unwrap().clone())
+}
+
+fn failed_hop(hops: &[Value]) -> Option<&Value> {
+    hops.iter().find(|h| h["verdict"] == "fail")
+}
+
+/// Runs `why`; it must fail at `hop` with `reason` in its words. Then runs every fix it
+/// prints, as printed (machnet on PATH), until the path is open (at most `rounds` fixes).
+fn mend(target: &str, dest: &str, hop: &str, reason: &str, rounds: usize) {
+    let (code, hops) = why(target, dest);
+    assert_eq!(code, 13, "why {target} {dest}: {hops:#?}");
+    let first = failed_hop(&hops).unwrap();
+    assert_eq!(first["hop"], hop, "{hops:#?}");
+    assert!(
+        first["reason"].as_str().unwrap().contains(reason),
+        "{first:#}"
+    );
+    let machnet_dir = std::path::Path::new(machnet_bin())
+        .parent()
+        .unwrap()
+        .to_owned();
+    let path = format!(
+        "{}:{}",
+        machnet_dir.display(),
+        std::env::var("PATH").unwrap()
+    );
+    let mut hops = hops;
+    for _ in 0..rounds {
+        let Some(failed) = failed_hop(&hops) else {
+            break;
+        };
+        let command = failed["fix"]["command"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no fix printed: {failed:#}"));
+        let status = Command::new("sh")
+            .args(["-ec", command])
+            .env("PATH", &path)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "the printed fix failed: {command}");
+        let (code, again) = why(target, dest);
+        hops = again;
+        if code == 0 {
+            return;
+        }
+        assert_eq!(code, 13, "{hops:#?}");
+    }
+    panic!("the path is still not open after the printed fixes: {hops:#?}");
+}
+
+/// Forwarding on and the container's subnets masqueraded out of the internet link: the
+/// path from qbittorrent is open.
+fn open_path(state: &mut HostState, internet: &Internet) {
+    sh("sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1");
+    sh(&format!(
+        "nft add table ip machnet_test_nat
+         nft 'add chain ip machnet_test_nat post {{ type nat hook postrouting priority srcnat; }}'
+         nft add rule ip machnet_test_nat post oifname {l} ip saddr 10.0.0.0/8 masquerade
+         nft add table ip6 machnet_test_nat6
+         nft 'add chain ip6 machnet_test_nat6 post {{ type nat hook postrouting priority srcnat; }}'
+         nft add rule ip6 machnet_test_nat6 post oifname {l} ip6 saddr fd00::/8 masquerade",
+        l = internet.host_link
+    ));
+    let _ = state;
+}
+
+fn qbittorrent(bed: &Testbed) -> Vec<String> {
+    let leader = bed.leader("qbittorrent").to_string();
+    ["nsenter", "-t", &leader, "-n"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+fn args(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// The open path itself: every hop ✔, exit 0, and a real connect.
+#[test]
+fn an_open_path_is_all_ticks_and_connects() {
+    let bed = testbed();
+    let mut state = HostState::save(&[]);
+    let internet = Internet::new();
+    open_path(&mut state, &internet);
+    let (code, hops) = why("qbittorrent", INET4);
+    assert_eq!(code, 0, "{hops:#?}");
+    let names: Vec<&str> = hops.iter().map(|h| h["hop"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "route",
+            "peer",
+            "host route",
+            "forward filter",
+            "nat",
+            "return route",
+            "reply filter"
+        ]
+    );
+    assert!(connects(&args(&qbittorrent(&bed)), INET4));
+    // Text: one line a hop, each marked ✔.
+    let text = ok(machnet(&["why", "qbittorrent", INET4, PORT]), "why");
+    let hop_lines: Vec<&str> = text.lines().filter(|l| !l.starts_with(' ')).collect();
+    assert_eq!(hop_lines.len(), 7, "{text}");
+    assert!(hop_lines.iter().all(|l| l.starts_with('✔')), "{text}");
+}
+
+#[test]
+fn forwarding_off_is_named_and_mended() {
+    let bed = testbed();
+    let mut state = HostState::save(&[]);
+    let internet = Internet::new();
+    open_path(&mut state, &internet);
+    sh("sysctl -qw net.ipv4.ip_forward=0");
+    assert!(!connects(&args(&qbittorrent(&bed)), INET4));
+    mend(
+        "qbittorrent",
+        INET4,
+        "forwarding",
+        "net.ipv4.ip_forward = 0",
+        1,
+    );
+    assert!(connects(&args(&qbittorrent(&bed)), INET4));
+}
+
+#[test]
+fn no_masquerade_is_named_and_mended() {
+    let bed = testbed();
+    let mut state = HostState::save(&[]);
+    let internet = Internet::new();
+    open_path(&mut state, &internet);
+    sh("nft delete table ip machnet_test_nat");
+    assert!(!connects(&args(&qbittorrent(&bed)), INET4));
+    mend(
+        "qbittorrent",
+        INET4,
+        "nat",
+        "nothing masquerades 10.77.1.2",
+        1,
+    );
+    assert!(connects(&args(&qbittorrent(&bed)), INET4));
+}
+
+#[test]
+fn a_forward_drop_policy_in_nft_is_quoted_and_mended() {
+    let bed = testbed();
+    let mut state = HostState::save(&[]);
+    let internet = Internet::new();
+    open_path(&mut state, &internet);
+    sh("nft add table inet machnet_test_filter
+        nft 'add chain inet machnet_test_filter forward { type filter hook forward priority filter; policy drop; }'");
+    assert!(!connects(&args(&qbittorrent(&bed)), INET4));
+    let (_, hops) = why("qbittorrent", INET4);
+    let failed = failed_hop(&hops).unwrap();
+    assert_eq!(
+        failed["rule"], "table inet machnet_test_filter chain forward: policy drop",
+        "{failed:#}"
+    );
+    // The way out, then the replies: two fixes.
+    mend("qbittorrent", INET4, "forward filter", "dropped", 2);
+    assert!(connects(&args(&qbittorrent(&bed)), INET4));
+}
+
+#[test]
+fn a_forward_drop_rule_from_iptables_nft_is_quoted_and_mended() {
+    let bed = testbed();
+    let mut state = HostState::save(&[]);
+    let internet = Internet::new();
+    open_path(&mut state, &internet);
+    state
+        .undo
+        .push("iptables -P FORWARD ACCEPT; iptables -F FORWARD".into());
+    sh("iptables -P FORWARD DROP");
+    assert!(!connects(&args(&qbittorrent(&bed)), INET4));
+    let (_, hops) = why("qbittorrent", INET4);
+    let failed = failed_hop(&hops).unwrap();
+    assert_eq!(
+        failed["rule"], "table ip filter chain FORWARD: policy drop",
+        "{failed:#}"
+    );
+    assert!(
+        failed["fix"]["command"]
+            .as_str()
+            .unwrap()
+            .starts_with("iptables -I FORWARD"),
+        "{failed:#}"
+    );
+    mend("qbittorrent", INET4, "forward filter", "dropped", 2);
+    assert!(connects(&args(&qbittorrent(&bed)), INET4));
+}
+
+/// Strict rp_filter with an asymmetric route: the host's main table sends 10.77.1.2 out
+/// of the internet link, while replies from there are steered back by a rule on `iif`.
+#[test]
+fn strict_rp_filter_with_an_asymmetric_route_is_named_and_mended() {
+    let bed = testbed();
+    let mut state = HostState::save(&["net.ipv4.conf.ve-qbittorrent.rp_filter"]);
+    let internet = Internet::new();
+    open_path(&mut state, &internet);
+    let l = &internet.host_link;
+    state.undo.push(format!(
+        "ip route del 10.77.1.2/32 dev {l}; ip rule del iif {l} lookup 4077; ip route flush table 4077"
+    ));
+    sh(&format!(
+        "ip route add 10.77.1.2/32 dev {l}
+         ip route add 10.77.1.0/24 dev ve-qbittorrent table 4077
+         ip rule add iif {l} lookup 4077
+         sysctl -qw net.ipv4.conf.all.rp_filter=1 net.ipv4.conf.ve-qbittorrent.rp_filter=1"
+    ));
+    // No connect check before the fix: on kernel 6.18 a connect here was dropped on a
+    // fresh testbed but got through after the other tests of this file had run, so the
+    // check would test the kernel's route cache, not machnet. `why` judges by the
+    // kernel's own reverse lookup, which is what strict rp_filter asks.
+    mend(
+        "qbittorrent",
+        INET4,
+        "host route",
+        "strict rp_filter on ve-qbittorrent",
+        1,
+    );
+    assert!(connects(&args(&qbittorrent(&bed)), INET4));
+}
+
+#[test]
+fn a_veth_peer_down_is_named_and_mended() {
+    let bed = testbed();
+    let mut state = HostState::save(&[]);
+    let internet = Internet::new();
+    open_path(&mut state, &internet);
+    // Taking a link down drops its IPv6 addresses: the undo puts the testbed's back.
+    state.undo.push(
+        "ip link set ve-qbittorrent up; ip -6 addr replace fd77:1::1/64 dev ve-qbittorrent nodad"
+            .into(),
+    );
+    sh("ip link set ve-qbittorrent down");
+    assert!(!connects(&args(&qbittorrent(&bed)), INET4));
+    mend("qbittorrent", INET4, "peer", "ve-qbittorrent is down", 1);
+    assert!(connects_soon(&args(&qbittorrent(&bed)), INET4));
+}
+
+#[test]
+fn a_missing_default_route_is_named_and_mended() {
+    let bed = testbed();
+    let mut state = HostState::save(&[]);
+    let internet = Internet::new();
+    open_path(&mut state, &internet);
+    let leader = bed.leader("qbittorrent");
+    state.undo.push(format!(
+        "nsenter -t {leader} -n ip route replace default via 10.77.1.1 dev host0"
+    ));
+    sh(&format!("nsenter -t {leader} -n ip route del default"));
+    assert!(!connects(&args(&qbittorrent(&bed)), INET4));
+    mend("qbittorrent", INET4, "route", "no route to 203.0.113.5", 1);
+    assert!(connects(&args(&qbittorrent(&bed)), INET4));
+    let table = bed.ip("qbittorrent", &["route", "show", "default"]);
+    // machnet's own route, with its protocol number.
+    assert_eq!(
+        stdout(&table),
+        "default via 10.77.1.1 dev host0 proto 109 \n"
+    );
+}
+
+#[test]
+fn a_gateway_on_no_connected_subnet_is_named_and_mended() {
+    let bed = testbed();
+    let mut state = HostState::save(&[]);
+    let internet = Internet::new();
+    open_path(&mut state, &internet);
+    let leader = bed.leader("qbittorrent");
+    state.undo.push(format!(
+        "nsenter -t {leader} -n ip route replace default via 10.77.1.1 dev host0"
+    ));
+    sh(&format!(
+        "nsenter -t {leader} -n ip route replace default via 10.77.9.1 dev host0 onlink"
+    ));
+    assert!(!connects(&args(&qbittorrent(&bed)), INET4));
+    mend(
+        "qbittorrent",
+        INET4,
+        "route",
+        "is on no connected subnet",
+        1,
+    );
+    assert!(connects(&args(&qbittorrent(&bed)), INET4));
+}
+
+#[test]
+fn an_mtu_mismatch_across_the_veth_is_named_and_mended() {
+    let bed = testbed();
+    let mut state = HostState::save(&[]);
+    let internet = Internet::new();
+    open_path(&mut state, &internet);
+    let leader = bed.leader("qbittorrent");
+    state.undo.push(format!(
+        "ip link set ve-qbittorrent mtu 1500; nsenter -t {leader} -n ip link set host0 mtu 1500"
+    ));
+    sh("ip link set ve-qbittorrent mtu 1400");
+    // Small packets still pass: no connect check before the fix.
+    mend("qbittorrent", INET4, "peer", "MTU mismatch", 1);
+    let mtu = |out: Output| stdout(&out).contains("mtu 1400");
+    assert!(mtu(bed.ip("qbittorrent", &["link", "show", "host0"])));
+    assert!(connects(&args(&qbittorrent(&bed)), INET4));
+}
+
+/// IPv4 works, IPv6 does not: no IPv6 default route in the container, then IPv6
+/// forwarding off, then no NAT66 for its unique-local address.
+#[test]
+fn an_ipv6_only_gap_is_named_and_mended() {
+    let bed = testbed();
+    let mut state = HostState::save(&[]);
+    let internet = Internet::new();
+    open_path(&mut state, &internet);
+    sh("sysctl -qw net.ipv6.conf.all.forwarding=0; nft delete table ip6 machnet_test_nat6");
+    let leader = bed.leader("qbittorrent");
+    state.undo.push(format!(
+        "nsenter -t {leader} -n ip -6 route del default 2>/dev/null || true"
+    ));
+    assert!(connects(&args(&qbittorrent(&bed)), INET4));
+    assert!(!connects(&args(&qbittorrent(&bed)), INET6));
+    let (_, hops) = why("qbittorrent", INET4);
+    assert!(failed_hop(&hops).is_none(), "{hops:#?}");
+    mend(
+        "qbittorrent",
+        INET6,
+        "route",
+        "no route to 2001:db8:5::5",
+        3,
+    );
+    assert!(connects(&args(&qbittorrent(&bed)), INET6));
+}
+
+/// A bridged machine (a netns whose veth's host end is a port of a bridge holding the
+/// gateway): taken off the bridge, it has no way out.
+#[test]
+fn a_veth_peer_off_its_bridge_is_named_and_mended() {
+    let _bed = testbed();
+    let mut state = HostState::save(&[]);
+    let internet = Internet::new();
+    open_path(&mut state, &internet);
+    let ns = ScratchNetns::new("bridged");
+    let (br, port) = (
+        format!("bw-{}", std::process::id()),
+        format!("vb-{}", std::process::id()),
+    );
+    state
+        .undo
+        .push(format!("ip link del {port}; ip link del {br}"));
+    sh(&format!(
+        "ip link add {br} type bridge
+         ip addr add 10.61.0.1/24 dev {br}
+         ip link set {br} up
+         ip link add {port} type veth peer name eth0 netns {ns}
+         ip link set {port} master {br} up
+         ip -n {ns} addr add 10.61.0.2/24 dev eth0
+         ip -n {ns} link set eth0 up
+         ip -n {ns} link set lo up
+         ip -n {ns} route add default via 10.61.0.1",
+        ns = ns.name()
+    ));
+    let target = ns.target();
+    let enter = ["ip", "netns", "exec", ns.name()];
+    let (code, hops) = why(&target, INET4);
+    assert_eq!(code, 0, "{hops:#?}");
+    assert!(connects(&enter, INET4));
+    sh(&format!("ip link set {port} nomaster"));
+    assert!(!connects(&enter, INET4));
+    mend(
+        &target,
+        INET4,
+        "peer",
+        &format!("{port} is not a port of bridge {br}"),
+        1,
+    );
+    assert!(connects(&enter, INET4));
+}
+
+#[test]
+fn bad_input_changes_nothing_and_says_why() {
+    let _bed = testbed();
+    let out = machnet(&["why", "qbittorrent", "example.org"]);
+    fails_cleanly(&out, 2, "a name for DEST");
+    let out = machnet(&["why", "hostshare", INET4]);
+    let err = fails_cleanly(&out, 2, "a machine in the host's namespace");
+    assert!(err.contains("shares the host's network namespace"), "{err}");
+    let out = machnet(&["why", "nosuchmachine", INET4]);
+    fails_cleanly(&out, 3, "an unknown machine");
+    let out = machnet(&["why", "stale", INET4]);
+    fails_cleanly(&out, 6, "a stale machine");
+}
+
+use std::process::Output;
