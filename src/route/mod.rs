@@ -2,6 +2,7 @@
 //! `ip route show` lines and `ip -j route show` objects, streamed from a dump.
 
 pub mod dump;
+pub mod emit;
 pub mod format;
 pub mod get;
 pub mod identity;
