@@ -154,4 +154,15 @@ impl<'o> Emitter<'o> {
             self.raw(text);
         }
     }
+
+    /// One string in a JSON array (text: `word `), as print_string(PRINT_ANY, NULL, …).
+    pub(crate) fn array_string(&mut self, word: &str) {
+        if self.json() {
+            self.separator();
+            write_json_str(self.out, word);
+        } else {
+            self.raw(word);
+            self.raw(" ");
+        }
+    }
 }

@@ -9,5 +9,6 @@ pub mod identity;
 pub mod message;
 pub mod names;
 pub mod print;
+pub mod protocols;
 pub mod request;
 pub mod spec;
