@@ -8,8 +8,8 @@
 
 use std::io::Write;
 
-pub use super::emit::Format;
 use super::emit::Emitter;
+pub use super::emit::Format;
 use super::format::{printf_g, write_ip, write_json_str};
 use super::message::*;
 use super::names::{route_type, Names};
