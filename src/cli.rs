@@ -58,6 +58,10 @@ pub enum Command {
     Links(BriefArgs),
     /// A machine's addresses as `ip -br addr` prints them, with each veth's peer on the host.
     Addrs(BriefArgs),
+    /// A machine's policy routing rules as `ip rule show` prints them inside.
+    Rules(RulesArgs),
+    /// A machine's neighbour (ARP and NDP) entries as `ip neigh show` prints them inside.
+    Neigh(NeighArgs),
     /// Listening TCP/UDP sockets inside a machine and their processes (like `ss -tulpn`).
     Sockets(BriefArgs),
     /// Change a link inside a machine: `link set TARGET IFNAME up|down|mtu N`.
@@ -126,6 +130,8 @@ impl Command {
                     | RouteAction::Append(args),
             } => &args.target,
             Command::Links(args) | Command::Addrs(args) | Command::Sockets(args) => &args.target,
+            Command::Rules(args) => &args.target,
+            Command::Neigh(args) => &args.target,
             Command::Link {
                 action: LinkAction::Set(args),
             } => &args.target,
@@ -145,7 +151,7 @@ impl Command {
 /// The machine a command line most likely names, read from the raw arguments before clap
 /// parses them: building clap's whole command tree takes about a tenth of `machnet routes
 /// NAME`, and machined's answer can be on its way meanwhile. Only the plainest shapes are
-/// read: `[-v...] routes|links|addrs|sockets|exec NAME`, and `route ACTION NAME`, `link set
+/// read: `[-v...] routes|rules|neigh|links|addrs|sockets|exec NAME`, and `route ACTION NAME`, `link set
 /// NAME`, `addr add|del NAME`. A guess is only a head start: the lookup it sends is used
 /// only if clap then parses the same name ([`Command::machine_target`]), so a wrong guess
 /// costs one lookup, never a wrong answer.
@@ -161,7 +167,7 @@ pub fn guess_machine_target(args: &[std::ffi::OsString]) -> Option<String> {
         .map(|a| a.to_str())
         .skip_while(|a| matches!(a, Some("--verbose" | "-v" | "-vv" | "-vvv")));
     let name = match words.next()?? {
-        "routes" | "links" | "addrs" | "sockets" | "exec" => words.next()??,
+        "routes" | "rules" | "neigh" | "links" | "addrs" | "sockets" | "exec" => words.next()??,
         "route" => match words.next()?? {
             "show" | "get" | "add" | "del" | "delete" | "replace" | "change" | "append" => {
                 words.next()??
@@ -215,6 +221,54 @@ pub struct RoutesArgs {
     pub table: String,
 
     /// Print `ip -j route show` JSON.
+    #[arg(long, short = 'j')]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RulesArgs {
+    /// A machine name, .host, netns:NAME or pid:N.
+    #[arg(value_name = "TARGET")]
+    pub target: Target,
+
+    /// IPv4 rules (the default: `ip rule show` shows one family, IPv4 unless asked).
+    #[arg(short = '4', conflicts_with = "ipv6")]
+    pub ipv4: bool,
+
+    /// IPv6 rules.
+    #[arg(short = '6')]
+    pub ipv6: bool,
+
+    /// Print `ip -j rule show` JSON.
+    #[arg(long, short = 'j')]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct NeighArgs {
+    /// A machine name, .host, netns:NAME or pid:N.
+    #[arg(value_name = "TARGET")]
+    pub target: Target,
+
+    /// IPv4 (ARP) entries only.
+    #[arg(short = '4', conflicts_with = "ipv6")]
+    pub ipv4: bool,
+
+    /// IPv6 (NDP) entries only.
+    #[arg(short = '6')]
+    pub ipv6: bool,
+
+    /// Proxy entries (`ip neigh show proxy`) instead of the neighbour cache.
+    #[arg(long)]
+    pub proxy: bool,
+
+    /// Only entries in this state, as `ip neigh show nud STATE` (repeat for several):
+    /// permanent, reachable, stale, delay, probe, incomplete, failed, noarp, none or all.
+    /// Without it, as ip: every state but noarp and none.
+    #[arg(long, value_name = "STATE")]
+    pub nud: Vec<String>,
+
+    /// Print `ip -j neigh show` JSON.
     #[arg(long, short = 'j')]
     pub json: bool,
 }
@@ -563,6 +617,8 @@ mod tests {
     fn guesses_the_machine_of_the_plain_shapes() {
         for (line, name) in [
             ("machnet routes web", "web"),
+            ("machnet rules web -6", "web"),
+            ("machnet neigh web --json", "web"),
             ("machnet -vv routes web -6 --json", "web"),
             ("machnet --verbose links db", "db"),
             ("machnet exec web -- ip route", "web"),

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::netlink::attr::Attrs;
-use crate::netlink::{DumpEnd, NetlinkSocket};
+use crate::netlink::{retry_interrupted, NetlinkSocket};
 use crate::route::format::ip_string;
 use crate::route::message::to_ip;
 
@@ -33,8 +33,6 @@ const IFA_LOCAL: u16 = 2;
 const IFA_RT_PRIORITY: u16 = 9;
 const IFINFOMSG_LEN: usize = 16;
 const IFADDRMSG_LEN: usize = 8;
-/// Link and address dumps are small; an interrupted one is simply taken again.
-const DUMP_ATTEMPTS: usize = 5;
 
 /// ifindex → name, as `ip` prints device names.
 #[derive(Debug, Clone, Default)]
@@ -177,24 +175,6 @@ fn dump_addresses(sock: &mut NetlinkSocket) -> Result<Vec<(u32, Address)>> {
             Ok(())
         })
     })
-}
-
-/// Runs a dump into a fresh collection until one completes without the kernel flagging
-/// it interrupted.
-fn retry_interrupted<T: Default>(
-    what: &str,
-    mut dump: impl FnMut(&mut T) -> Result<DumpEnd>,
-) -> Result<T> {
-    for _ in 0..DUMP_ATTEMPTS {
-        let mut items = T::default();
-        if dump(&mut items)? == DumpEnd::Complete {
-            return Ok(items);
-        }
-    }
-    Err(Error::InconsistentDump(format!(
-        "{what}: the kernel interrupted the dump {DUMP_ATTEMPTS} times in a row (links or \
-         addresses are changing fast); try again"
-    )))
 }
 
 fn malformed(what: &str, why: impl std::fmt::Display) -> Error {

@@ -203,7 +203,7 @@ fn flag_words(flags: u32, parent_down: bool) -> Vec<String> {
 }
 
 /// ll_addr_n2a: colon-separated hex, except tunnel endpoints, which are IP addresses.
-fn hardware_address(addr: &[u8], link_type: u16) -> String {
+pub(crate) fn hardware_address(addr: &[u8], link_type: u16) -> String {
     const ARPHRD_TUNNEL: u16 = 768;
     const ARPHRD_TUNNEL6: u16 = 769;
     const ARPHRD_SIT: u16 = 776;

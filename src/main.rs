@@ -88,6 +88,8 @@ fn run(cli: Cli) -> Result<i32> {
             Command::Links(args) => commands::links::run(args, Brief::Link).await,
             Command::Addrs(args) => commands::links::run(args, Brief::Addr).await,
             Command::Sockets(args) => commands::sockets::run(args).await,
+            Command::Rules(args) => commands::rules::run(args).await,
+            Command::Neigh(args) => commands::neigh::run(args).await,
             Command::Link { action } => commands::link::run_link(action).await,
             Command::Addr { action } => commands::link::run_addr(action).await,
             Command::Generate { .. } => unreachable!("handled above"),

@@ -7,9 +7,11 @@ pub mod generate;
 pub mod link;
 pub mod links;
 pub mod list;
+pub mod neigh;
 pub mod route;
 pub mod routes;
 pub mod routes_all;
+pub mod rules;
 pub mod sockets;
 pub mod topology;
 pub mod watch;
@@ -29,6 +31,26 @@ pub fn write_stdout(out: &[u8]) -> Result<()> {
         .write_all(out)
         .and_then(|_| stdout.flush())
         .map_err(|e| crate::error::Error::io("writing output", e))
+}
+
+/// Says on stderr that a machine's reading is the host's own (`what`: "rules", …): a
+/// machine sharing the host's network namespace has no table of its own.
+pub fn note_if_host(namespace: &crate::netns::PinnedNamespace, target: &Target, what: &str) {
+    if namespace.isolation == crate::netns::Isolation::SharesHost && *target != Target::Host {
+        eprintln!(
+            "machnet: note: {} shares the host's network namespace: these are the host's {what}",
+            namespace.label
+        );
+    }
+}
+
+/// The whole JSON array of `objects` (already comma-separated), as `ip -j` ends it.
+pub fn json_array(objects: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(objects.len() + 3);
+    out.push(b'[');
+    out.extend_from_slice(objects);
+    out.extend_from_slice(b"]\n");
+    out
 }
 
 /// Pins a target to read it over rtnetlink.

@@ -467,6 +467,29 @@ impl NetlinkSocket {
     }
 }
 
+/// How often a small dump (links, addresses, rules, neighbours) is taken again when the
+/// kernel flags it interrupted, before machnet gives up.
+const DUMP_ATTEMPTS: usize = 5;
+
+/// Runs a whole dump into a fresh collection until one completes without the kernel
+/// flagging it interrupted (NLM_F_DUMP_INTR): for tables small enough to hold, a clean
+/// second look beats printing a mix of two states.
+pub fn retry_interrupted<T: Default>(
+    what: &str,
+    mut dump: impl FnMut(&mut T) -> Result<DumpEnd>,
+) -> Result<T> {
+    for _ in 0..DUMP_ATTEMPTS {
+        let mut items = T::default();
+        if dump(&mut items)? == DumpEnd::Complete {
+            return Ok(items);
+        }
+    }
+    Err(Error::InconsistentDump(format!(
+        "{what}: the kernel interrupted the dump {DUMP_ATTEMPTS} times in a row (the table \
+         is changing fast); try again"
+    )))
+}
+
 /// Why reading notifications stopped short.
 #[derive(Debug)]
 pub enum NotificationError {

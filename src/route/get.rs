@@ -90,8 +90,9 @@ pub fn parse(
             }
             "fibmatch" => options.fibmatch = true,
             "ipproto" => {
-                options.ipproto =
-                    Some(ip_protocol(value).ok_or_else(|| bad(i, "not an IP protocol"))?)
+                options.ipproto = Some(
+                    super::protocols::number(value).ok_or_else(|| bad(i, "not an IP protocol"))?,
+                )
             }
             "sport" | "dport" => {
                 let port = parse_c_number(value)
@@ -173,27 +174,6 @@ pub fn encode(dst: IpAddr, options: &GetOptions, links: &LinkNames) -> Result<Ve
     Ok(msg)
 }
 
-/// An IP protocol as iproute2's inet_proto_a2n reads one: a decimal number, or a name
-/// (or alias) from /etc/protocols, which is where getprotobyname finds it.
-fn ip_protocol(word: &str) -> Option<u8> {
-    if let Ok(number) = word.parse::<u8>() {
-        return Some(number);
-    }
-    // Read once: with queries on stdin, every line may name a protocol.
-    static PROTOCOLS: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    let table = PROTOCOLS.get_or_init(|| std::fs::read_to_string("/etc/protocols").ok());
-    protocol_in(table.as_deref()?, word)
-}
-
-fn protocol_in(table: &str, word: &str) -> Option<u8> {
-    table.lines().find_map(|line| {
-        let mut fields = line.split('#').next()?.split_whitespace();
-        let name = fields.next()?;
-        let number = fields.next()?.parse::<u8>().ok()?;
-        (name == word || fields.any(|alias| alias == word)).then_some(number)
-    })
-}
-
 fn bytes(addr: IpAddr) -> Vec<u8> {
     match addr {
         IpAddr::V4(a) => a.octets().to_vec(),
@@ -243,11 +223,6 @@ mod tests {
             (opts.ipproto, opts.sport, opts.dport),
             (Some(6), Some(16), Some(443))
         );
-        let table =
-            "# comment\nip\t0\tIP\ntcp\t6\tTCP\t# transmission control\nipv6-icmp 58 IPv6-ICMP\n";
-        assert_eq!(protocol_in(table, "tcp"), Some(6));
-        assert_eq!(protocol_in(table, "IPv6-ICMP"), Some(58));
-        assert_eq!(protocol_in(table, "sctp"), None);
         let mut opts = GetOptions::default();
         assert!(parse(&words("10.1.2.3 dport 65536"), &Names::builtin(), &mut opts).is_err());
     }

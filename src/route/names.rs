@@ -27,6 +27,8 @@ pub struct Names {
     tables: HashMap<u32, String>,
     /// Every table name → its id: a table may have several names, all accepted as input.
     table_ids: HashMap<String, u32>,
+    /// Device groups (`group`), id → name: `ip rule` prints `suppress_ifgroup` with them.
+    groups: HashMap<u32, String>,
 }
 
 impl Names {
@@ -50,6 +52,9 @@ impl Names {
         };
         load_table(dirs, "rt_tables", &mut add_table);
         load_dir(dirs, "rt_tables.d", &mut add_table);
+        load_table(dirs, "group", |id, n| {
+            names.groups.insert(id, n);
+        });
         names
     }
 
@@ -107,6 +112,7 @@ impl Names {
             dsfields,
             tables,
             table_ids,
+            groups: HashMap::new(),
         }
     }
 
@@ -125,6 +131,15 @@ impl Names {
 
     pub fn table(&self, id: u32) -> NameOr<'_> {
         NameOr::from(self.tables.get(&id).map(String::as_str), id)
+    }
+
+    /// A device group as rtnl_group_n2a prints it: a name from `group`, else the number
+    /// as a signed int (iproute2 keeps groups in an int).
+    pub fn group(&self, id: u32) -> String {
+        match self.groups.get(&id) {
+            Some(name) => name.clone(),
+            None => (id as i32).to_string(),
+        }
     }
 
     /// Looks a table up by name or number, as `ip route show table X` accepts it.
@@ -373,6 +388,7 @@ mod tests {
         assert_eq!(names.table_id("main"), Some(254));
         assert_eq!(names.table_id("0x10"), Some(16));
         assert_eq!(names.table_id("nope"), None);
+        assert_eq!(names.group(5).to_string(), "5");
     }
 
     #[test]

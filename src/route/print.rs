@@ -7,18 +7,13 @@
 //! between the formats, which is what scripts comparing the two rely on.
 
 use std::io::Write;
-use std::net::IpAddr;
 
+use super::emit::Emitter;
+pub use super::emit::Format;
 use super::format::{printf_g, write_ip, write_json_str};
 use super::message::*;
 use super::names::{route_type, Names};
 use crate::link::LinkNames;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Text,
-    Json,
-}
 
 /// What `ip route show` was asked for that changes how a route prints.
 #[derive(Debug, Clone, Copy)]
@@ -413,148 +408,8 @@ fn prefix_text(r: &Route<'_>, kind: u16, len: u8, host_len: u8, none: &str) -> S
     }
 }
 
-/// Writes fields in the chosen format; the iproute2 json_print.c idioms, reduced to what
-/// print_route uses.
-struct Emitter<'o> {
-    format: Format,
-    out: &'o mut Vec<u8>,
-    /// In JSON, whether the current container still needs no comma.
-    first: bool,
-}
-
-impl<'o> Emitter<'o> {
-    fn new(format: Format, out: &'o mut Vec<u8>) -> Emitter<'o> {
-        Emitter {
-            format,
-            out,
-            first: true,
-        }
-    }
-
-    fn json(&self) -> bool {
-        self.format == Format::Json
-    }
-
-    fn text(&mut self, s: &str) {
-        if !self.json() {
-            self.out.extend_from_slice(s.as_bytes());
-        }
-    }
-
-    fn raw(&mut self, s: &str) {
-        self.out.extend_from_slice(s.as_bytes());
-    }
-
-    fn separator(&mut self) {
-        if !self.first {
-            self.out.push(b',');
-        }
-        self.first = false;
-    }
-
-    fn key(&mut self, key: &str) {
-        self.separator();
-        write_json_str(self.out, key);
-        self.out.push(b':');
-    }
-
-    fn open_object(&mut self, key: Option<&str>) {
-        if self.json() {
-            match key {
-                Some(k) => self.key(k),
-                None => self.separator(),
-            }
-            self.out.push(b'{');
-            self.first = true;
-        }
-    }
-
-    fn close_object(&mut self) {
-        if self.json() {
-            self.out.push(b'}');
-            self.first = false;
-        }
-    }
-
-    fn open_array(&mut self, key: &str) {
-        if self.json() {
-            self.key(key);
-            self.out.push(b'[');
-            self.first = true;
-        }
-    }
-
-    fn close_array(&mut self) {
-        if self.json() {
-            self.out.push(b']');
-            self.first = false;
-        }
-    }
-
-    /// Text: `prefix value ` ; JSON: `"key":"value"`.
-    fn string(&mut self, key: &str, prefix: &str, value: &str) {
-        if self.json() {
-            self.key(key);
-            write_json_str(self.out, value);
-        } else {
-            self.raw(prefix);
-            self.raw(value);
-            self.out.push(b' ');
-        }
-    }
-
-    /// As `string`, without the trailing space in text.
-    fn string_bare(&mut self, key: &str, prefix: &str, value: &str) {
-        if self.json() {
-            self.string(key, prefix, value);
-        } else {
-            self.raw(prefix);
-            self.raw(value);
-        }
-    }
-
-    fn addr(&mut self, key: &str, prefix: &str, addr: IpAddr) {
-        let mut buf = Vec::with_capacity(40);
-        write_ip(&mut buf, addr);
-        self.string(key, prefix, std::str::from_utf8(&buf).expect("ASCII"));
-    }
-
-    fn uint(&mut self, key: &str, prefix: &str, value: u64) {
-        self.uint_suffix(key, prefix, value, " ");
-    }
-
-    fn uint_bare(&mut self, key: &str, prefix: &str, value: u64) {
-        self.uint_suffix(key, prefix, value, "");
-    }
-
-    fn uint_suffix(&mut self, key: &str, prefix: &str, value: u64, suffix: &str) {
-        if self.json() {
-            self.key(key);
-            let _ = write!(self.out, "{value}");
-        } else {
-            let _ = write!(self.out, "{prefix}{value}{suffix}");
-        }
-    }
-
-    /// A signed number; the text form is given whole because it varies.
-    fn int(&mut self, key: &str, text: &str, value: i64) {
-        if self.json() {
-            self.key(key);
-            let _ = write!(self.out, "{value}");
-        } else {
-            self.raw(text);
-        }
-    }
-
-    fn null(&mut self, key: &str, text: &str) {
-        if self.json() {
-            self.key(key);
-            self.raw("null");
-        } else {
-            self.raw(text);
-        }
-    }
-
+/// What only routes print: the rest of the [`Emitter`] is shared (route/emit.rs).
+impl Emitter<'_> {
     fn via(&mut self, via: &[u8]) {
         let family = u16::from_ne_bytes([via[0], via[1]]);
         let family = if family as i32 == libc::AF_INET6 {
