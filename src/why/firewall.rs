@@ -598,7 +598,7 @@ fn protocol_number(name: &str) -> Option<u8> {
 }
 
 /// (family, table, chain, handle) -> rule text, from `nft -a list ruleset`'s lines
-/// `	RULE # handle N` inside `table F T {` and `chain C {`.
+/// `RULE # handle N` inside `table F T {` and `chain C {`.
 fn rule_texts(text: &str) -> Vec<((String, String, String, u64), String)> {
     let mut out = Vec::new();
     let (mut family, mut table, mut chain) = (String::new(), String::new(), String::new());
