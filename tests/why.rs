@@ -279,19 +279,21 @@ fn an_open_path_is_all_ticks_and_connects() {
         names,
         [
             "route",
+            "machine output",
             "peer",
             "host route",
             "forward filter",
             "nat",
             "return route",
-            "reply filter"
+            "reply filter",
+            "machine input"
         ]
     );
     assert!(connects(&args(&qbittorrent(&bed)), INET4));
     // Text: one line a hop, each marked ✔.
     let text = ok(machnet(&["why", "qbittorrent", INET4, PORT]), "why");
     let hop_lines: Vec<&str> = text.lines().filter(|l| !l.starts_with(' ')).collect();
-    assert_eq!(hop_lines.len(), 7, "{text}");
+    assert_eq!(hop_lines.len(), 9, "{text}");
     assert!(hop_lines.iter().all(|l| l.starts_with('✔')), "{text}");
 }
 
@@ -376,6 +378,36 @@ fn a_forward_drop_rule_from_iptables_nft_is_quoted_and_mended() {
         "{failed:#}"
     );
     mend("qbittorrent", INET4, "forward filter", "dropped", 2);
+    assert!(connects(&args(&qbittorrent(&bed)), INET4));
+}
+
+/// The machine's own firewall: its output chain drops what it sends, then (once that is
+/// mended) its input chain drops the replies.
+#[test]
+fn the_machines_own_firewall_is_read_inside_it_and_mended() {
+    let bed = testbed();
+    let mut state = HostState::save(&[]);
+    let internet = Internet::new();
+    open_path(&mut state, &internet);
+    let leader = bed.leader("qbittorrent");
+    state.undo.push(format!(
+        "nsenter -t {leader} -n nft delete table inet machnet_test_own"
+    ));
+    sh(&format!(
+        "nsenter -t {leader} -n nft add table inet machnet_test_own
+         nsenter -t {leader} -n nft 'add chain inet machnet_test_own out {{ type filter hook output priority filter; policy drop; }}'
+         nsenter -t {leader} -n nft 'add chain inet machnet_test_own in {{ type filter hook input priority filter; policy drop; }}'
+         nsenter -t {leader} -n nft add rule inet machnet_test_own in iifname lo accept"
+    ));
+    assert!(!connects(&args(&qbittorrent(&bed)), INET4));
+    let (_, hops) = why("qbittorrent", INET4);
+    let failed = failed_hop(&hops).unwrap();
+    assert_eq!(failed["namespace"], "qbittorrent", "{failed:#}");
+    assert_eq!(
+        failed["rule"], "table inet machnet_test_own chain out: policy drop",
+        "{failed:#}"
+    );
+    mend("qbittorrent", INET4, "machine output", "dropped", 2);
     assert!(connects(&args(&qbittorrent(&bed)), INET4));
 }
 

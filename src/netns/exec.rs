@@ -144,6 +144,32 @@ impl PinnedNamespace {
     }
 }
 
+impl PinnedNamespace {
+    /// Runs `program` (found on the host's PATH) with this network namespace only, and
+    /// collects its output: for tools machnet reads in a machine, as `nft -j list
+    /// ruleset`. stdin is /dev/null; nothing of machnet's own is inherited (its fds are
+    /// close-on-exec).
+    pub fn output(&self, program: &str, args: &[&str]) -> Result<std::process::Output> {
+        let program_path = resolve_program(program)?;
+        let net = (!self.is_current()).then_some(self.netns.as_raw_fd());
+        let mut command = Command::new(&program_path);
+        command.args(args).stdin(std::process::Stdio::null());
+        // SAFETY: runs in the forked child before exec and only calls setns(2) on an fd
+        // held open for the whole call.
+        unsafe {
+            command.pre_exec(move || {
+                if let Some(fd) = net {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        command.output().map_err(|e| spawn_error(program, e))
+    }
+}
+
 /// Marks every fd above stderr that the caller did not give us close-on-exec. machnet's
 /// fds are opened close-on-exec already; this makes sure of it without touching the
 /// caller's own.

@@ -145,6 +145,37 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
         format!("{dest}{via} dev {} src {src}", oif.ifname),
     );
 
+    // The machine's own firewall, on the way out.
+    let machine_rules = match read_ruleset(|args| run_nft(args, Some(namespace))) {
+        Ok(r) => Some(r),
+        Err(why) => {
+            let reason = format!("the machine's {why}");
+            w.hop("machine output", machine, Verdict::Unknown, reason);
+            None
+        }
+    };
+    if let Some(rules) = &machine_rules {
+        let out = Packet {
+            iifname: String::new(),
+            oifname: oif.ifname.clone(),
+            saddr: src,
+            daddr: dest,
+            l4proto: question.proto,
+            sport: Some(40000),
+            dport: question.dport,
+            ct_state: "new",
+        };
+        let at = FilterAt {
+            hook: "output",
+            namespace: machine,
+            run_there: format!("machnet exec {machine} -- "),
+        };
+        let accept = format!("oifname \"{}\" accept", oif.ifname);
+        if !judge_filter(&mut w, rules, &at, &out, "machine output", &accept) {
+            return Ok(w.hops);
+        }
+    }
+
     // 2. The machine's link and its other end on the host.
     if oif.detail.flags & IFF_UP == 0 {
         w.fail(
@@ -456,12 +487,18 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
     );
 
     // 4. The host's firewall and NAT.
-    let ruleset = match read_ruleset() {
+    let ruleset = match read_ruleset(|args| run_nft(args, None)) {
         Ok(r) => r,
         Err(why) => {
-            w.hop("forward filter", ".host", Verdict::Unknown, why);
+            let reason = format!("the host's {why}");
+            w.hop("forward filter", ".host", Verdict::Unknown, reason);
             return Ok(w.hops);
         }
+    };
+    let on_host = FilterAt {
+        hook: "forward",
+        namespace: ".host",
+        run_there: String::new(),
     };
     let out = Packet {
         iifname: inif.clone(),
@@ -474,7 +511,14 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
         ct_state: "new",
     };
     let accept_rule = format!("iifname \"{inif}\" oifname \"{egress}\" accept");
-    if !judge_filter(&mut w, &ruleset, &out, "forward filter", &accept_rule) {
+    if !judge_filter(
+        &mut w,
+        &ruleset,
+        &on_host,
+        &out,
+        "forward filter",
+        &accept_rule,
+    ) {
         return Ok(w.hops);
     }
     if is_private(src) && !is_private(dest) {
@@ -574,81 +618,124 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
         dport: Some(40000),
         ct_state: "established",
     };
-    judge_filter(
+    let established = "ct state established,related accept";
+    if !judge_filter(
         &mut w,
         &ruleset,
+        &on_host,
         &back,
         "reply filter",
-        "ct state established,related accept",
-    );
+        established,
+    ) {
+        return Ok(w.hops);
+    }
+    // The reply into the machine, through its own input chain.
+    if let Some(machine_rules) = &machine_rules {
+        let mut into = back.clone();
+        into.iifname = oif.ifname.clone();
+        into.oifname = String::new();
+        let at = FilterAt {
+            hook: "input",
+            namespace: machine,
+            run_there: format!("machnet exec {machine} -- "),
+        };
+        judge_filter(
+            &mut w,
+            machine_rules,
+            &at,
+            &into,
+            "machine input",
+            established,
+        );
+    }
     Ok(w.hops)
+}
+
+/// Where a filter is judged: which hook, in which namespace, and the prefix that runs a
+/// fix there (`""` on the host, `machnet exec M -- ` in a machine).
+struct FilterAt<'a> {
+    hook: &'a str,
+    namespace: &'a str,
+    run_there: String,
 }
 
 /// Writes the filter hop; false when the packet does not pass (the walk ends).
 fn judge_filter(
     w: &mut Walk,
     ruleset: &Ruleset,
+    at: &FilterAt<'_>,
     packet: &Packet,
     hop: &'static str,
     accept: &str,
 ) -> bool {
+    let side = |name: &str| {
+        if name.is_empty() {
+            "local".to_string()
+        } else {
+            name.to_string()
+        }
+    };
     let what = format!(
         "{} → {} ({} → {})",
-        packet.saddr, packet.daddr, packet.iifname, packet.oifname
+        packet.saddr,
+        packet.daddr,
+        side(&packet.iifname),
+        side(&packet.oifname)
     );
-    match ruleset.filter("forward", packet) {
+    let namespace = at.namespace;
+    match ruleset.filter(at.hook, packet) {
         Filter::NoChains => {
-            w.hop(
-                hop,
-                ".host",
-                Verdict::Pass,
-                format!("{what}: no forward chain filters it"),
-            );
+            let reason = format!("{what}: no {} chain filters it", at.hook);
+            w.hop(hop, namespace, Verdict::Pass, reason);
             true
         }
         Filter::Accepted(rule) => {
-            w.hop(hop, ".host", Verdict::Pass, format!("{what}: accepted"));
+            w.hop(hop, namespace, Verdict::Pass, format!("{what}: accepted"));
             w.with_rule(rule.to_string());
             true
         }
         Filter::Unknown(rule, why) => {
-            w.hop(
-                hop,
-                ".host",
-                Verdict::Unknown,
-                format!("{what}: cannot be judged: {why}"),
-            );
+            let reason = format!("{what}: cannot be judged: {why}");
+            w.hop(hop, namespace, Verdict::Unknown, reason);
             w.with_rule(rule.to_string());
             true
         }
         Filter::Dropped(rule) => {
             // iptables-nft's own tables are better mended with iptables.
-            let command = if rule.table == "filter" && rule.chain == "FORWARD" {
-                let (iif, oif) = (&packet.iifname, &packet.oifname);
+            let iptables_chain = matches!(rule.chain.as_str(), "FORWARD" | "OUTPUT" | "INPUT");
+            let command = if rule.table == "filter" && iptables_chain {
                 let tool = if packet.saddr.is_ipv6() {
                     "ip6tables"
                 } else {
                     "iptables"
                 };
-                if accept.starts_with("ct ") {
-                    format!(
-                        "{tool} -I FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"
-                    )
+                let chain = &rule.chain;
+                let matches = if accept.starts_with("ct ") {
+                    "-m conntrack --ctstate ESTABLISHED,RELATED".to_string()
                 } else {
-                    format!("{tool} -I FORWARD -i {iif} -o {oif} -j ACCEPT")
-                }
+                    let mut m = Vec::new();
+                    if !packet.iifname.is_empty() {
+                        m.push(format!("-i {}", packet.iifname));
+                    }
+                    if !packet.oifname.is_empty() {
+                        m.push(format!("-o {}", packet.oifname));
+                    }
+                    m.join(" ")
+                };
+                format!("{}{tool} -I {chain} {matches} -j ACCEPT", at.run_there)
             } else {
                 format!(
-                    "nft insert rule {} {} {} {accept}",
-                    rule.family, rule.table, rule.chain
+                    "{}nft insert rule {} {} {} {accept}",
+                    at.run_there, rule.family, rule.table, rule.chain
                 )
             };
-            let nixos = format!("networking.firewall.extraForwardRules = ''{accept}'';");
+            let nixos = (at.hook == "forward")
+                .then(|| format!("networking.firewall.extraForwardRules = ''{accept}'';"));
             w.fail(
                 hop,
-                ".host",
+                namespace,
                 format!("{what}: dropped"),
-                fix(command, Some(nixos)),
+                fix(command, nixos),
             );
             w.with_rule(rule.to_string());
             false
@@ -821,25 +908,34 @@ fn sysctl(key: &str) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-/// The host's nftables ruleset (JSON to judge, `-a` text to quote).
-fn read_ruleset() -> std::result::Result<Ruleset, String> {
-    let run = |args: &[&str]| {
-        std::process::Command::new("nft")
+/// `nft ARGS` on the host, or in a machine's network namespace; its stdout.
+fn run_nft(
+    args: &[&str],
+    namespace: Option<&PinnedNamespace>,
+) -> std::result::Result<Vec<u8>, String> {
+    let output = match namespace {
+        Some(ns) => ns.output("nft", args).map_err(|e| e.to_string()),
+        None => std::process::Command::new("nft")
             .args(args)
             .stdin(std::process::Stdio::null())
             .output()
-            .map_err(|e| format!("the host's firewall was not read: nft: {e}"))
-            .and_then(|out| {
-                if out.status.success() {
-                    Ok(out.stdout)
-                } else {
-                    Err(format!(
-                        "the host's firewall was not read: nft says: {}",
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    ))
-                }
-            })
+            .map_err(|e| format!("nft: {e}")),
     };
+    let out = output.map_err(|e| format!("firewall was not read: {e}"))?;
+    if out.status.success() {
+        Ok(out.stdout)
+    } else {
+        Err(format!(
+            "firewall was not read: nft says: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// A ruleset (JSON to judge, `-a` text to quote), read with `run`.
+fn read_ruleset(
+    run: impl Fn(&[&str]) -> std::result::Result<Vec<u8>, String>,
+) -> std::result::Result<Ruleset, String> {
     let json = run(&["-j", "list", "ruleset"])?;
     let text = run(&["-a", "list", "ruleset"])?;
     let json: serde_json::Value = if json.iter().all(u8::is_ascii_whitespace) {
