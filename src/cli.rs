@@ -93,7 +93,9 @@ pub enum Command {
     /// lookup, its link and the host end (up, MTU, bridge), the host's lookup with the
     /// packet arriving from the machine (forwarding and rp_filter applied by the kernel),
     /// the host's nftables forward filter and NAT (iptables-nft rules included), and the
-    /// way back. A rule the evaluator cannot judge (named sets, marks, ...) is "unknown".
+    /// way back, and the machine's own nftables output and input chains. A name is
+    /// resolved first (a loopback nameserver with nothing listening is named). A rule the
+    /// evaluator cannot judge (named sets, marks, ...) is "unknown".
     /// Exit 0: the path is open; 13: a hop fails (✘); 14: a hop cannot be judged (?).
     Why(WhyArgs),
     /// The host and its machines as a graph: interfaces, veth pairs, bridges, addresses.
@@ -347,7 +349,8 @@ pub struct WhyArgs {
     #[arg(value_name = "TARGET")]
     pub target: Target,
 
-    /// The destination address (IPv4 or IPv6).
+    /// The destination: an address, or a name, resolved as the machine resolves it (its
+    /// own resolv.conf, one query from inside its network namespace, 2 s at most).
     #[arg(value_name = "DEST")]
     pub dest: String,
 

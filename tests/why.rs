@@ -596,11 +596,162 @@ fn a_veth_peer_off_its_bridge_is_named_and_mended() {
     assert!(connects(&enter, INET4));
 }
 
+const DNS_SERVER: &str = r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("203.0.113.5", 53))
+print("listening", flush=True)
+while True:
+    q, peer = s.recvfrom(512)
+    i, labels = 12, []
+    while q[i]:
+        labels.append(q[i + 1:i + 1 + q[i]].decode()); i += 1 + q[i]
+    qtype, end = int.from_bytes(q[i + 1:i + 3], "big"), i + 5
+    head = bytearray(q[:12]); head[2] = 0x81; head[6:12] = bytes(6)
+    answer = b""
+    if ".".join(labels) == "web.test":
+        head[3] = 0x80
+        if qtype == 1:
+            head[7] = 1
+            answer = bytes.fromhex("c00c00010001 0000003c0004") + bytes([203, 0, 113, 5])
+    else:
+        head[3] = 0x83
+    s.sendto(bytes(head) + q[12:end] + answer, peer)
+"#;
+
+/// A nameserver in "the internet" (203.0.113.5:53) that knows web.test, and says
+/// NXDOMAIN to every other name; ended when dropped.
+struct Nameserver(std::process::Child);
+
+impl Nameserver {
+    fn start(internet: &Internet) -> Nameserver {
+        let mut child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                internet.ns.name(),
+                "python3",
+                "-c",
+                DNS_SERVER,
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("nameserver");
+        let mut line = String::new();
+        use std::io::BufRead;
+        std::io::BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "listening");
+        Nameserver(child)
+    }
+}
+
+impl Drop for Nameserver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The container's resolv.conf (through its leader's root) set to `text`, the old one
+/// put back by the host state's undo.
+fn set_machine_resolv_conf(state: &mut HostState, leader: u32, text: &str) {
+    let path = format!("/proc/{leader}/root/etc/resolv.conf");
+    let old = std::fs::read_to_string(&path).ok();
+    state.undo.push(match old {
+        Some(old) => format!("printf '%s' '{old}' > {path}"),
+        None => format!("rm -f {path}"),
+    });
+    std::fs::write(&path, text).unwrap();
+}
+
+/// What busybox's nslookup inside the container (its own mount and network namespace,
+/// so its own resolv.conf) makes of a name: the real resolution `why` stands for.
+fn resolves_inside(leader: u32, name: &str) -> bool {
+    Command::new("nsenter")
+        .args([
+            "-t",
+            &leader.to_string(),
+            "-m",
+            "-n",
+            "/bin/busybox",
+            "nslookup",
+            name,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+#[test]
+fn a_name_is_resolved_inside_the_machine_and_walked_to() {
+    let bed = testbed();
+    let mut state = HostState::save(&[]);
+    let internet = Internet::new();
+    let _dns = Nameserver::start(&internet);
+    open_path(&mut state, &internet);
+    let leader = bed.leader("qbittorrent");
+    set_machine_resolv_conf(&mut state, leader, "nameserver 203.0.113.5\n");
+    let (code, hops) = why("qbittorrent", "web.test");
+    assert_eq!(code, 0, "{hops:#?}");
+    assert_eq!(hops[0]["hop"], "dns");
+    assert_eq!(
+        hops[0]["reason"], "web.test is 203.0.113.5 (nameserver 203.0.113.5)",
+        "{hops:#?}"
+    );
+    assert!(resolves_inside(leader, "web.test"));
+    let (code, hops) = why("qbittorrent", "nope.test");
+    assert_eq!(code, 13, "{hops:#?}");
+    assert_eq!(hops.len(), 1, "{hops:#?}");
+    assert!(
+        hops[0]["reason"].as_str().unwrap().contains("NXDOMAIN"),
+        "{hops:#?}"
+    );
+}
+
+/// A loopback nameserver (systemd-resolved's stub) in a machine where nothing listens on
+/// port 53: the fix points the machine at the host's nameserver.
+#[test]
+fn a_loopback_resolver_with_nothing_behind_it_is_named_and_mended() {
+    let bed = testbed();
+    let mut state = HostState::save(&[]);
+    let internet = Internet::new();
+    let _dns = Nameserver::start(&internet);
+    open_path(&mut state, &internet);
+    // The sandbox host's own resolv.conf names the test's nameserver (a bind mount in
+    // the sandbox's mount namespace only).
+    let host_conf = std::env::temp_dir().join(format!("why-resolv-{}", std::process::id()));
+    std::fs::write(&host_conf, "nameserver 203.0.113.5\n").unwrap();
+    state.undo.push(format!(
+        "umount /etc/resolv.conf; rm -f {}",
+        host_conf.display()
+    ));
+    sh(&format!(
+        "mount --bind {} /etc/resolv.conf",
+        host_conf.display()
+    ));
+    let leader = bed.leader("qbittorrent");
+    set_machine_resolv_conf(&mut state, leader, "nameserver 127.0.0.53\n");
+    assert!(!resolves_inside(leader, "web.test"));
+    mend(
+        "qbittorrent",
+        "web.test",
+        "dns",
+        "nameserver 127.0.0.53 (/proc/",
+        1,
+    );
+    assert!(resolves_inside(leader, "web.test"));
+    assert!(connects(&args(&qbittorrent(&bed)), INET4));
+}
+
 #[test]
 fn bad_input_changes_nothing_and_says_why() {
     let _bed = testbed();
-    let out = machnet(&["why", "qbittorrent", "example.org"]);
-    fails_cleanly(&out, 2, "a name for DEST");
+    let out = machnet(&["why", "qbittorrent", "..."]);
+    fails_cleanly(&out, 2, "neither an address nor a name");
     let out = machnet(&["why", "hostshare", INET4]);
     let err = fails_cleanly(&out, 2, "a machine in the host's namespace");
     assert!(err.contains("shares the host's network namespace"), "{err}");

@@ -7,21 +7,16 @@ use crate::target::Target;
 use crate::why::{self, Question};
 
 pub async fn run(args: WhyArgs) -> Result<i32> {
-    let dest: std::net::IpAddr = args.dest.parse().map_err(|_| {
-        Error::Usage(format!(
-            "why: {:?} is not an IPv4 or IPv6 address (names are not resolved yet)",
+    let named = args.dest.parse::<std::net::IpAddr>().is_err();
+    if named && !args.dest.contains(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(Error::Usage(format!(
+            "why: {:?} is neither an address nor a name",
             args.dest
-        ))
-    })?;
+        )));
+    }
     if args.port.is_some() && args.proto == WhyProto::Icmp {
         return Err(Error::Usage("why: icmp has no ports".into()));
     }
-    let proto = match args.proto {
-        WhyProto::Tcp => 6,
-        WhyProto::Udp => 17,
-        WhyProto::Icmp if dest.is_ipv6() => 58,
-        WhyProto::Icmp => 1,
-    };
     // As the user names it, so that the fixes printed can be run as they are.
     let machine = match &args.target {
         Target::Machine(name) => name.clone(),
@@ -33,16 +28,34 @@ pub async fn run(args: WhyArgs) -> Result<i32> {
     if namespace.isolation == Isolation::SharesHost {
         return Err(Error::Usage(format!(
             "{} shares the host's network namespace: there is no path between it and the \
-             host to walk (ask `machnet route get {} {dest}`)",
-            namespace.label, machine
+             host to walk (ask `machnet route get {} {}`)",
+            namespace.label, machine, args.dest
         )));
     }
-    let question = Question {
-        dest,
-        proto,
-        dport: args.port,
+    // A name is resolved as the machine resolves it; the walk goes to its address.
+    let (mut hops, dest) = if named {
+        let netns_name = match &args.target {
+            Target::Netns(name) => Some(name.as_str()),
+            _ => None,
+        };
+        why::dns::dns_hops(&namespace, &machine, netns_name, &args.dest)?
+    } else {
+        (Vec::new(), args.dest.parse().ok())
     };
-    let hops = why::walk(&machine, &namespace, &question)?;
+    if let Some(dest) = dest {
+        let proto = match args.proto {
+            WhyProto::Tcp => 6,
+            WhyProto::Udp => 17,
+            WhyProto::Icmp if dest.is_ipv6() => 58,
+            WhyProto::Icmp => 1,
+        };
+        let question = Question {
+            dest,
+            proto,
+            dport: args.port,
+        };
+        hops.extend(why::walk(&machine, &namespace, &question)?);
+    }
     let out = if args.json {
         why::output::json(&hops)
     } else {

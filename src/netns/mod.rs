@@ -242,6 +242,17 @@ impl PinnedNamespace {
         std::fs::metadata("/proc/thread-self/ns/net").is_ok_and(|m| m.ino() == self.inode)
     }
 
+    /// A UDP socket bound to `bind` inside this namespace (made on a thread of its own
+    /// that enters it and ends): what a resolver inside the machine would send from.
+    pub fn udp_socket(&self, bind: std::net::SocketAddr) -> Result<std::net::UdpSocket> {
+        let netns = self.netns.as_fd();
+        let made = on_a_thread_of_its_own("machnet-udp", move || -> io::Result<_> {
+            nix::sched::setns(netns, CloneFlags::CLONE_NEWNET)?;
+            std::net::UdpSocket::bind(bind)
+        })?;
+        made.map_err(|e| Error::io(format!("{}: making a UDP socket inside", self.label), e))
+    }
+
     /// The namespace fd itself, for requests that name a namespace by fd (RTM_GETNSID).
     pub fn netns_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.netns.as_fd()

@@ -7,6 +7,7 @@
 //! and NAT from the host's real nftables ruleset (firewall.rs). What cannot be judged is
 //! "unknown", never guessed.
 
+pub mod dns;
 pub mod firewall;
 pub mod output;
 mod walk;
