@@ -362,6 +362,13 @@ pub struct WhyArgs {
     #[arg(long, value_enum, default_value = "tcp")]
     pub proto: WhyProto,
 
+    /// The other way: from a process on the host to PORT of the machine, at one of its
+    /// addresses or at a host address whose port is forwarded to it (DNAT, as nspawn
+    /// `--port` and NixOS `forwardPorts` make): the forward, the host's route, the
+    /// machine's input chain, and whether anything listens there.
+    #[arg(long)]
+    pub from_host: bool,
+
     /// Print the hops as a JSON array of objects (hop, namespace, verdict, reason, rule,
     /// fix).
     #[arg(long, short = 'j')]

@@ -747,6 +747,118 @@ fn a_loopback_resolver_with_nothing_behind_it_is_named_and_mended() {
     assert!(connects(&args(&qbittorrent(&bed)), INET4));
 }
 
+/// A port forward (DNAT in the host's nat output chain, as NixOS `forwardPorts` makes
+/// one) from the host's 203.0.113.1:8080 to the container, pointing at 8081 while the
+/// container listens on 80.
+#[test]
+fn a_forwarded_port_pointing_at_the_wrong_machine_port_is_named_and_mended() {
+    let bed = testbed();
+    let mut state = HostState::save(&[]);
+    let internet = Internet::new();
+    open_path(&mut state, &internet);
+    let _listener = listen_in_container(bed.leader("qbittorrent"), 80);
+    sh("nft add table ip machnet_test_fwd
+        nft 'add chain ip machnet_test_fwd out { type nat hook output priority -100; }'
+        nft add rule ip machnet_test_fwd out ip daddr 203.0.113.1 tcp dport 8080 dnat to 10.77.1.2:8081");
+    let host = ["env"];
+    let reaches = |host: &[&str]| connects(host, "203.0.113.1");
+    assert!(!reaches(&host));
+    let out = machnet(&[
+        "why",
+        "qbittorrent",
+        "203.0.113.1",
+        "8080",
+        "--from-host",
+        "--json",
+    ]);
+    let hops: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(hops[0]["hop"], "port forward", "{hops:#}");
+    assert_eq!(
+        hops[0]["reason"], "203.0.113.1 port 8080 is forwarded to 10.77.1.2 port 8081",
+        "{hops:#}"
+    );
+    let last = &hops.as_array().unwrap().last().unwrap();
+    assert_eq!(last["hop"], "listener", "{hops:#}");
+    assert_eq!(
+        last["reason"],
+        "nothing in qbittorrent listens on TCP 10.77.1.2:8081; it listens on TCP 80",
+        "{hops:#}"
+    );
+    let command = last["fix"]["command"].as_str().unwrap();
+    sh(command);
+    let out = machnet(&["why", "qbittorrent", "203.0.113.1", "8080", "--from-host"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(reaches(&host));
+}
+
+/// A TCP listener on 10.77.1.2:PORT inside the container, accepting and closing.
+fn listen_in_container(leader: u32, port: u16) -> KillOnDrop {
+    let script = format!(
+        "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('10.77.1.2',{port}))\ns.listen(8)\nprint('listening',flush=True)\nwhile True: s.accept()[0].close()"
+    );
+    let mut listener = KillOnDrop(
+        Command::new("nsenter")
+            .args(["-t", &leader.to_string(), "-n", "python3", "-c", &script])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    use std::io::BufRead;
+    std::io::BufReader::new(listener.0.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "listening");
+    listener
+}
+
+/// A host address with no forward to the container: the fix adds one, as printed.
+#[test]
+fn a_host_port_forwarded_nowhere_is_named_and_mended() {
+    let bed = testbed();
+    let mut state = HostState::save(&[]);
+    let internet = Internet::new();
+    open_path(&mut state, &internet);
+    state.undo.push("nft delete table ip nat".into());
+    let _listener = listen_in_container(bed.leader("qbittorrent"), 8080);
+    assert!(!connects(&["env"], "203.0.113.1"));
+    let out = machnet(&[
+        "why",
+        "qbittorrent",
+        "203.0.113.1",
+        PORT,
+        "--from-host",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(13));
+    let hops: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(hops[0]["hop"], "port forward", "{hops:#}");
+    assert!(
+        hops[0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("nothing forwards 203.0.113.1 port 8080 to qbittorrent"),
+        "{hops:#}"
+    );
+    sh(hops[0]["fix"]["command"].as_str().unwrap());
+    let out = machnet(&["why", "qbittorrent", "203.0.113.1", PORT, "--from-host"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(connects(&["env"], "203.0.113.1"));
+    // Straight to the container's own address, no forward needed.
+    let out = machnet(&["why", "qbittorrent", "10.77.1.2", PORT, "--from-host"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}
+
+/// A process a test started, killed (by its PID) when the test ends, passing or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn bad_input_changes_nothing_and_says_why() {
     let _bed = testbed();

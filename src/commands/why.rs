@@ -14,6 +14,13 @@ pub async fn run(args: WhyArgs) -> Result<i32> {
             args.dest
         )));
     }
+    if named && args.from_host {
+        return Err(Error::Usage(
+            "why --from-host: give DEST as an address (the machine's, or the host's whose port \
+             is forwarded)"
+                .into(),
+        ));
+    }
     if args.port.is_some() && args.proto == WhyProto::Icmp {
         return Err(Error::Usage("why: icmp has no ports".into()));
     }
@@ -54,7 +61,11 @@ pub async fn run(args: WhyArgs) -> Result<i32> {
             proto,
             dport: args.port,
         };
-        hops.extend(why::walk(&machine, &namespace, &question)?);
+        if args.from_host {
+            hops.extend(why::walk_from_host(&machine, &namespace, &question)?);
+        } else {
+            hops.extend(why::walk(&machine, &namespace, &question)?);
+        }
     }
     let out = if args.json {
         why::output::json(&hops)

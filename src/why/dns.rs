@@ -71,7 +71,8 @@ pub fn udp_listeners(table: &str, port: u16) -> Vec<IpAddr> {
         .collect()
 }
 
-fn parse_proc_addr(hex: &str) -> Option<IpAddr> {
+/// An address as /proc/net/{tcp,udp}{,6} print it: hex, in little-endian 32-bit words.
+pub(super) fn parse_proc_addr(hex: &str) -> Option<IpAddr> {
     let words: Option<Vec<u32>> = (0..hex.len() / 8)
         .map(|i| u32::from_str_radix(&hex[i * 8..i * 8 + 8], 16).ok())
         .collect();

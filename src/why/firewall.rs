@@ -25,6 +25,8 @@ pub struct Packet {
     pub dport: Option<u16>,
     /// "new" for the first packet of a flow, "established" for a reply.
     pub ct_state: &'static str,
+    /// Whether the destination is an address of the host (`fib daddr type local`).
+    pub daddr_is_local: bool,
 }
 
 /// Where a rule sits, and its text as `nft -a list ruleset` prints it (when known).
@@ -72,6 +74,15 @@ pub enum Filter {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Nat {
     Masqueraded(RuleRef),
+    NotCovered,
+    Unknown(RuleRef, String),
+}
+
+/// Whether destination NAT rewrites the packet on a hook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dnat {
+    /// To this address (and port, when the rule names one).
+    To(RuleRef, IpAddr, Option<u16>),
     NotCovered,
     Unknown(RuleRef, String),
 }
@@ -145,6 +156,52 @@ impl Ruleset {
             }
         }
         Nat::NotCovered
+    }
+
+    /// Whether a `type nat` chain on `hook` ("prerouting", "output") DNATs the packet.
+    pub fn destination_nat(&self, hook: &str, packet: &Packet) -> Dnat {
+        for chain in self.base_chains("nat", hook, packet.daddr) {
+            for rule in self.rules(&chain.family, &chain.table, &chain.name) {
+                let reference = self.rule_ref(rule);
+                let Some(exprs) = rule.get("expr").and_then(Value::as_array) else {
+                    continue;
+                };
+                let Some(dnat) = exprs.iter().find_map(|e| e.get("dnat")) else {
+                    if exprs
+                        .iter()
+                        .any(|e| e.get("jump").is_some() || e.get("goto").is_some())
+                    {
+                        if let Truth::Yes | Truth::Unknown(_) =
+                            self.matches(exprs, &reference.text, packet)
+                        {
+                            let why = "a jump in a nat chain is not followed".to_string();
+                            return Dnat::Unknown(reference, why);
+                        }
+                    }
+                    continue;
+                };
+                match self.matches(exprs, &reference.text, packet) {
+                    Truth::No => continue,
+                    Truth::Unknown(why) => return Dnat::Unknown(reference, why),
+                    Truth::Yes => {}
+                }
+                let addr = dnat
+                    .get("addr")
+                    .and_then(Value::as_str)
+                    .and_then(|a| a.parse().ok());
+                let port = dnat
+                    .get("port")
+                    .and_then(Value::as_u64)
+                    .and_then(|p| u16::try_from(p).ok());
+                return match addr {
+                    Some(addr) => Dnat::To(reference, addr, port),
+                    None => {
+                        Dnat::Unknown(reference, "a dnat target that is not one address".into())
+                    }
+                };
+            }
+        }
+        Dnat::NotCovered
     }
 
     fn find_nat(&self, name: &str, base: &Chain, packet: &Packet, depth: usize) -> Option<Nat> {
@@ -478,6 +535,19 @@ fn field_of(left: &Value, p: &Packet) -> Result<Option<Field>, String> {
             _ => return Err(format!("{proto} {field} is not judged")),
         });
     }
+    if let Some(fib) = left.get("fib") {
+        let result = fib.get("result").and_then(Value::as_str);
+        let flags: Vec<&str> = fib
+            .get("flags")
+            .and_then(Value::as_array)
+            .map(|f| f.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if result == Some("type") && flags == ["daddr"] {
+            let kind = if p.daddr_is_local { "local" } else { "unicast" };
+            return Ok(Some(Field::Name(kind.into())));
+        }
+        return Err(format!("fib {} is not judged", fib));
+    }
     if let Some(ct) = left.get("ct") {
         return match ct.get("key").and_then(Value::as_str) {
             Some("state") => Ok(Some(Field::CtState(p.ct_state))),
@@ -636,6 +706,7 @@ mod tests {
             sport: Some(40000),
             dport: Some(443),
             ct_state: "new",
+            daddr_is_local: false,
         }
     }
 

@@ -9,6 +9,7 @@
 
 pub mod dns;
 pub mod firewall;
+mod inbound;
 pub mod output;
 mod walk;
 
@@ -16,6 +17,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
+pub use inbound::walk_from_host;
 pub use walk::walk;
 
 /// A hop's outcome.

@@ -18,20 +18,26 @@ const RTN_UNICAST: u8 = 1;
 const RTN_LOCAL: u8 = 2;
 
 /// The kernel's answer to one route lookup.
-struct Decision {
-    kind: u8,
-    oif: Option<u32>,
-    gateway: Option<IpAddr>,
-    prefsrc: Option<IpAddr>,
+pub(super) struct Decision {
+    pub(super) kind: u8,
+    pub(super) oif: Option<u32>,
+    pub(super) gateway: Option<IpAddr>,
+    pub(super) prefsrc: Option<IpAddr>,
 }
 
 /// The hops one walk has written.
-struct Walk {
-    hops: Vec<Hop>,
+pub(super) struct Walk {
+    pub(super) hops: Vec<Hop>,
 }
 
 impl Walk {
-    fn hop(&mut self, hop: &'static str, namespace: &str, verdict: Verdict, reason: String) {
+    pub(super) fn hop(
+        &mut self,
+        hop: &'static str,
+        namespace: &str,
+        verdict: Verdict,
+        reason: String,
+    ) {
         self.hops.push(Hop {
             hop,
             namespace: namespace.to_string(),
@@ -43,17 +49,23 @@ impl Walk {
     }
 
     /// A failed hop with its fix; the walk ends here.
-    fn fail(&mut self, hop: &'static str, namespace: &str, reason: String, fix: Option<Fix>) {
+    pub(super) fn fail(
+        &mut self,
+        hop: &'static str,
+        namespace: &str,
+        reason: String,
+        fix: Option<Fix>,
+    ) {
         self.hop(hop, namespace, Verdict::Fail, reason);
         self.hops.last_mut().unwrap().fix = fix;
     }
 
-    fn with_rule(&mut self, rule: String) {
+    pub(super) fn with_rule(&mut self, rule: String) {
         self.hops.last_mut().unwrap().rule = Some(rule);
     }
 }
 
-fn fix(command: String, nixos: Option<String>) -> Option<Fix> {
+pub(super) fn fix(command: String, nixos: Option<String>) -> Option<Fix> {
     Some(Fix { command, nixos })
 }
 
@@ -164,6 +176,7 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
             sport: Some(40000),
             dport: question.dport,
             ct_state: "new",
+            daddr_is_local: false,
         };
         let at = FilterAt {
             hook: "output",
@@ -509,6 +522,7 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
         sport: Some(40000),
         dport: question.dport,
         ct_state: "new",
+        daddr_is_local: false,
     };
     let accept_rule = format!("iifname \"{inif}\" oifname \"{egress}\" accept");
     if !judge_filter(
@@ -617,6 +631,7 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
         sport: question.dport,
         dport: Some(40000),
         ct_state: "established",
+        daddr_is_local: false,
     };
     let established = "ct state established,related accept";
     if !judge_filter(
@@ -653,14 +668,14 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
 
 /// Where a filter is judged: which hook, in which namespace, and the prefix that runs a
 /// fix there (`""` on the host, `machnet exec M -- ` in a machine).
-struct FilterAt<'a> {
-    hook: &'a str,
-    namespace: &'a str,
-    run_there: String,
+pub(super) struct FilterAt<'a> {
+    pub(super) hook: &'a str,
+    pub(super) namespace: &'a str,
+    pub(super) run_there: String,
 }
 
 /// Writes the filter hop; false when the packet does not pass (the walk ends).
-fn judge_filter(
+pub(super) fn judge_filter(
     w: &mut Walk,
     ruleset: &Ruleset,
     at: &FilterAt<'_>,
@@ -753,7 +768,7 @@ fn options(question: &Question) -> GetOptions {
 }
 
 /// One route lookup; a refusal comes back as (the kernel's words, errno).
-fn route_get(
+pub(super) fn route_get(
     sock: &mut NetlinkSocket,
     names: &LinkNames,
     dest: IpAddr,
@@ -814,14 +829,14 @@ fn host_side_gateway(
 }
 
 /// A link's first address of the family that is not link-local.
-fn first_address(link: &Link, v6: bool) -> Option<IpAddr> {
+pub(super) fn first_address(link: &Link, v6: bool) -> Option<IpAddr> {
     link.addr_info
         .iter()
         .filter_map(|a| a.local.parse::<IpAddr>().ok())
         .find(|a| a.is_ipv6() == v6 && !in_prefix(*a, "fe80::".parse().unwrap(), 10))
 }
 
-fn holds(link: &Link, addr: IpAddr) -> bool {
+pub(super) fn holds(link: &Link, addr: IpAddr) -> bool {
     link.addr_info
         .iter()
         .any(|a| a.local.parse::<IpAddr>().ok() == Some(addr))
@@ -909,7 +924,7 @@ fn sysctl(key: &str) -> Option<String> {
 }
 
 /// `nft ARGS` on the host, or in a machine's network namespace; its stdout.
-fn run_nft(
+pub(super) fn run_nft(
     args: &[&str],
     namespace: Option<&PinnedNamespace>,
 ) -> std::result::Result<Vec<u8>, String> {
@@ -933,7 +948,7 @@ fn run_nft(
 }
 
 /// A ruleset (JSON to judge, `-a` text to quote), read with `run`.
-fn read_ruleset(
+pub(super) fn read_ruleset(
     run: impl Fn(&[&str]) -> std::result::Result<Vec<u8>, String>,
 ) -> std::result::Result<Ruleset, String> {
     let json = run(&["-j", "list", "ruleset"])?;
