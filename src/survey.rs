@@ -39,7 +39,19 @@ pub struct Survey {
     /// Source prefixes masqueraded on the host, from nftables; None where `nft` is absent
     /// or could not be read (the NAT rule then says nothing).
     pub masquerade: Option<Vec<Masquerade>>,
+    /// The host's nftables ruleset, for the rules that ask what it does to a machine's
+    /// packets (crate::why::firewall); None where `nft` is absent or unreadable.
+    pub firewall: Option<crate::why::firewall::Ruleset>,
     pub machines: Vec<MachineView>,
+}
+
+/// A machine's resolver, as its programs see it: its resolv.conf's nameservers, and what
+/// listens on UDP port 53 in its namespace.
+#[derive(Debug, Clone, Default)]
+pub struct Resolver {
+    pub path: String,
+    pub nameservers: Vec<IpAddr>,
+    pub udp53: Vec<IpAddr>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -64,6 +76,8 @@ pub struct MachineView {
     pub net: Option<Namespace>,
     /// The id the host gives this machine's namespace: how host-side veth ends point here.
     pub host_nsid: Option<i32>,
+    /// Read through the leader's /proc entries; None where they could not be read.
+    pub resolver: Option<Resolver>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,6 +205,7 @@ pub async fn survey(machined: &Machined, only: &[String]) -> Result<Survey> {
             netns_inode: None,
             net: None,
             host_nsid: None,
+            resolver: None,
         };
         let namespace = match pin_machine(machined, &machine, ExtraNamespaces::default()).await {
             Ok(ns) => {
@@ -243,6 +258,7 @@ pub async fn survey(machined: &Machined, only: &[String]) -> Result<Survey> {
         if let Some(ns) = &namespace {
             if view.is_private() {
                 view.host_nsid = crate::peer::nsid_of(&mut host_sock, ns)?;
+                view.resolver = read_resolver(view.leader);
             }
         }
         machines.push(view);
@@ -251,6 +267,7 @@ pub async fn survey(machined: &Machined, only: &[String]) -> Result<Survey> {
         host,
         forwarding: read_forwarding(),
         masquerade: crate::nat::masquerade_rules(),
+        firewall: crate::why::host_ruleset().ok(),
         machines,
     })
 }
@@ -339,6 +356,24 @@ fn main_routes(sock: &mut NetlinkSocket) -> Result<Vec<RouteFact>> {
         }
     }
     Ok(facts)
+}
+
+/// A machine's resolver through its leader's /proc entries: /proc/PID/root is its mount
+/// namespace, /proc/PID/net its network namespace.
+fn read_resolver(leader: u32) -> Option<Resolver> {
+    let path = format!("/proc/{leader}/root/etc/resolv.conf");
+    let conf = std::fs::read_to_string(&path).ok()?;
+    let mut udp53 = Vec::new();
+    for table in ["udp", "udp6"] {
+        if let Ok(t) = std::fs::read_to_string(format!("/proc/{leader}/net/{table}")) {
+            udp53.extend(crate::why::dns::udp_listeners(&t, 53));
+        }
+    }
+    Some(Resolver {
+        path,
+        nameservers: crate::why::dns::nameservers(&conf),
+        udp53,
+    })
 }
 
 /// The host's forwarding switches, read in machnet's own network namespace (the host's:

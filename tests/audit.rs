@@ -239,6 +239,40 @@ fn each_fault_made_for_real_is_found_and_goes_away_when_mended() {
             vec![vec!["sysctl", "-qw", "net.ipv4.ip_forward=0"]],
             vec![vec!["sysctl", "-qw", "net.ipv4.ip_forward=1"]],
         ),
+        (
+            "mtu-mismatch",
+            "qbittorrent",
+            vec![vec!["ip", "link", "set", "ve-qbittorrent", "mtu", "1400"]],
+            vec![vec!["ip", "link", "set", "ve-qbittorrent", "mtu", "1500"]],
+        ),
+        (
+            "wildcard-matches-nothing",
+            ".host",
+            vec![
+                vec!["nft", "add", "table", "inet", "machnet_test_wild"],
+                vec![
+                    "nft",
+                    "add",
+                    "chain",
+                    "inet",
+                    "machnet_test_wild",
+                    "fw",
+                    "{ type filter hook forward priority 0 ; }",
+                ],
+                vec![
+                    "nft",
+                    "add",
+                    "rule",
+                    "inet",
+                    "machnet_test_wild",
+                    "fw",
+                    "iifname",
+                    "\"ve-+\"",
+                    "accept",
+                ],
+            ],
+            vec![vec!["nft", "delete", "table", "inet", "machnet_test_wild"]],
+        ),
     ];
     let apply = |steps: &[Vec<&str>]| {
         for step in steps {
@@ -310,6 +344,105 @@ fn nat_is_missing_until_a_masquerade_rule_covers_the_machine() {
     host(&["ip", "route", "del", "default"]);
     assert!(has(&without, "nat-missing", "qbittorrent"), "{without:?}");
     assert!(!has(&with, "nat-missing", "qbittorrent"), "{with:?}");
+}
+
+/// The host's forward chain dropping what a machine sends out (judged by why's nftables
+/// evaluator), and a unique-local IPv6 address leaving with no NAT66. The sandbox host
+/// gets default routes of its own so that there is an "out".
+#[test]
+fn a_forward_drop_and_a_missing_nat66_are_found_from_the_real_ruleset() {
+    let _h = healthy();
+    host(&["ip", "route", "add", "default", "via", "10.77.1.2"]);
+    host(&["ip", "-6", "route", "add", "default", "via", "fd77:1::2"]);
+    let (_, before) = audit(&["--rule", "forward-dropped"]);
+    host(&["nft", "add", "table", "inet", "machnet_test_drop"]);
+    host(&[
+        "nft",
+        "add",
+        "chain",
+        "inet",
+        "machnet_test_drop",
+        "fw",
+        "{ type filter hook forward priority 0 ; policy drop ; }",
+    ]);
+    let (code, dropped) = audit(&["--rule", "forward-dropped"]);
+    let (_, nat66) = audit(&["--rule", "nat66-missing"]);
+    host(&["nft", "delete", "table", "inet", "machnet_test_drop"]);
+    host(&["nft", "add", "table", "ip6", "machnet_test_nat6"]);
+    host(&[
+        "nft",
+        "add",
+        "chain",
+        "ip6",
+        "machnet_test_nat6",
+        "post",
+        "{ type nat hook postrouting priority 100 ; }",
+    ]);
+    host(&[
+        "nft",
+        "add",
+        "rule",
+        "ip6",
+        "machnet_test_nat6",
+        "post",
+        "ip6",
+        "saddr",
+        "fd88::/64",
+        "masquerade",
+    ]);
+    let (_, covered) = audit(&["--rule", "nat66-missing"]);
+    host(&["nft", "delete", "table", "ip6", "machnet_test_nat6"]);
+    host(&["ip", "route", "del", "default"]);
+    host(&["ip", "-6", "route", "del", "default"]);
+    assert!(
+        !has(&before, "forward-dropped", "qbittorrent"),
+        "{before:?}"
+    );
+    assert!(
+        has(&dropped, "forward-dropped", "qbittorrent"),
+        "{dropped:?}"
+    );
+    assert_eq!(code, Some(12));
+    let message = dropped
+        .iter()
+        .find(|f| f["machine"] == "qbittorrent")
+        .unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.contains("table inet machnet_test_drop chain fw: policy drop"),
+        "{message}"
+    );
+    // corpus routes IPv6 out through the host (default via fd88::1) from fd88::2.
+    assert!(has(&nat66, "nat66-missing", "corpus"), "{nat66:?}");
+    assert!(
+        !has(&covered, "nat66-missing", "corpus"),
+        "{covered:?}"
+    );
+}
+
+/// A loopback nameserver (a resolved stub) in a machine where nothing listens on 53.
+#[test]
+fn a_loopback_nameserver_with_nothing_behind_it_is_found() {
+    let h = healthy();
+    let conf = format!("/proc/{}/root/etc/resolv.conf", h.bed.leader("qbittorrent"));
+    assert!(
+        !std::path::Path::new(&conf).exists(),
+        "the busybox root has none"
+    );
+    std::fs::write(&conf, "nameserver 127.0.0.53\n").unwrap();
+    let (_, found) = audit(&["--rule", "loopback-nameserver"]);
+    std::fs::remove_file(&conf).unwrap();
+    let (_, after) = audit(&["--rule", "loopback-nameserver"]);
+    assert!(
+        has(&found, "loopback-nameserver", "qbittorrent"),
+        "{found:?}"
+    );
+    assert!(
+        !has(&after, "loopback-nameserver", "qbittorrent"),
+        "{after:?}"
+    );
 }
 
 #[test]

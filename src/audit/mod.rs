@@ -113,6 +113,31 @@ pub const RULES: &[Rule] = &[
         check: rules::nat_missing,
     },
     Rule {
+        id: "mtu-mismatch",
+        about: "a veth whose two ends have different MTUs (large packets dropped)",
+        check: rules::mtu_mismatch,
+    },
+    Rule {
+        id: "wildcard-matches-nothing",
+        about: "an nft rule matching an iptables-style `ve-+` name, which nft takes literally",
+        check: rules::wildcard_matches_nothing,
+    },
+    Rule {
+        id: "forward-dropped",
+        about: "the host's forward chain drops a machine's outbound traffic",
+        check: rules::forward_dropped,
+    },
+    Rule {
+        id: "nat66-missing",
+        about: "a unique-local IPv6 address routed out through the host with no masquerade",
+        check: rules::nat66_missing,
+    },
+    Rule {
+        id: "loopback-nameserver",
+        about: "a machine whose resolv.conf names a loopback nameserver nothing listens on",
+        check: rules::loopback_nameserver,
+    },
+    Rule {
         id: "duplicate-address",
         about: "one address in two network namespaces",
         check: rules::duplicate_address,

@@ -571,6 +571,219 @@ pub fn nat_missing(survey: &Survey) -> Vec<Finding> {
     out
 }
 
+pub fn mtu_mismatch(survey: &Survey) -> Vec<Finding> {
+    veths(survey)
+        .filter_map(|(m, link)| {
+            let peer = survey.host_peer(m, link)?;
+            let (mine, theirs) = (link.detail.mtu?, peer.detail.mtu?);
+            (mine != theirs).then(|| {
+                let fix = if mine > theirs {
+                    format!("machnet link set {} {} mtu {theirs}", m.name, link.ifname)
+                } else {
+                    format!("ip link set {} mtu {mine}", peer.ifname)
+                };
+                finding(
+                    "mtu-mismatch",
+                    Severity::Warning,
+                    &m.name,
+                    link.ifname.clone(),
+                    format!(
+                        "{} has MTU {mine} and its host end {} has {theirs}: packets larger \
+                         than {} are dropped on the way",
+                        link.ifname,
+                        peer.ifname,
+                        mine.min(theirs)
+                    ),
+                    fix,
+                )
+            })
+        })
+        .collect()
+}
+
+pub fn wildcard_matches_nothing(survey: &Survey) -> Vec<Finding> {
+    let Some(firewall) = &survey.firewall else {
+        return Vec::new();
+    };
+    firewall
+        .plus_wildcards()
+        .into_iter()
+        // A link really named that way is matched, and is not this fault.
+        .filter(|(_, name)| !survey.host.links.iter().any(|l| &l.ifname == name))
+        .map(|(rule, name)| {
+            let star = format!("{}*", name.trim_end_matches('+'));
+            finding(
+                "wildcard-matches-nothing",
+                Severity::Warning,
+                ".host",
+                format!("{} {} {}", rule.family, rule.table, rule.chain),
+                format!(
+                    "{rule} matches the interface name \"{name}\" literally: `+` is iptables' \
+                     wildcard, nft's is `*`, and no link is named {name}"
+                ),
+                format!("write \"{star}\" in that rule (an nftables ruleset or NixOS option with \"{name}\")"),
+            )
+        })
+        .collect()
+}
+
+/// The host's default route of a family: its egress device's name.
+fn host_egress(survey: &Survey, ipv4: bool) -> Option<&str> {
+    let route = survey
+        .host
+        .routes
+        .iter()
+        .find(|r| r.is_default() && (r.family == AF_INET) == ipv4)?;
+    survey.host.link(route.oif?).map(|l| l.ifname.as_str())
+}
+
+/// For each machine routing through the host in a family: the packet it would send to
+/// the outside world, as the host's forward and postrouting hooks see it, with the
+/// machine's link it leaves by.
+fn outbound_packets(
+    survey: &Survey,
+    ipv4: bool,
+) -> Vec<(&MachineView, crate::why::firewall::Packet)> {
+    let Some(egress) = host_egress(survey, ipv4) else {
+        return Vec::new();
+    };
+    // A public address that no test or host owns (TEST-NET-3 / the IPv6 documentation
+    // prefix): "the internet" as the filter sees it.
+    let outside: IpAddr = if ipv4 {
+        "203.0.113.200"
+    } else {
+        "2001:db8:ffff::200"
+    }
+    .parse()
+    .unwrap();
+    let mut out = Vec::new();
+    for m in routing_through_host(survey, ipv4) {
+        let Some(ns) = &m.net else { continue };
+        let Some(route) = ns
+            .routes
+            .iter()
+            .find(|r| r.is_default() && (r.family == AF_INET) == ipv4)
+        else {
+            continue;
+        };
+        let Some(link) = route.oif.and_then(|i| ns.link(i)) else {
+            continue;
+        };
+        let Some(peer) = survey.host_peer(m, link) else {
+            continue;
+        };
+        let ingress = peer
+            .detail
+            .master
+            .and_then(|i| survey.host.link(i))
+            .unwrap_or(peer);
+        let Some((src, _)) = addresses(link).find(|(a, _)| a.is_ipv4() == ipv4 && is_routable(*a))
+        else {
+            continue;
+        };
+        out.push((
+            m,
+            crate::why::firewall::Packet {
+                iifname: ingress.ifname.clone(),
+                oifname: egress.to_string(),
+                saddr: src,
+                daddr: outside,
+                l4proto: 6,
+                sport: Some(40000),
+                dport: Some(443),
+                ct_state: "new",
+                daddr_is_local: false,
+            },
+        ));
+    }
+    out
+}
+
+pub fn forward_dropped(survey: &Survey) -> Vec<Finding> {
+    let Some(firewall) = &survey.firewall else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for ipv4 in [true, false] {
+        for (m, packet) in outbound_packets(survey, ipv4) {
+            // Only a verdict the evaluator is sure of; "unknown" is no finding.
+            if let crate::why::firewall::Filter::Dropped(rule) = firewall.filter("forward", &packet)
+            {
+                out.push(finding(
+                    "forward-dropped",
+                    Severity::Error,
+                    &m.name,
+                    packet.saddr.to_string(),
+                    format!(
+                        "the host's forward chain drops {}'s traffic from {} out of {} ({rule})",
+                        m.name, packet.iifname, packet.oifname
+                    ),
+                    format!(
+                        "nft insert rule {} {} {} iifname \"{}\" oifname \"{}\" accept (see machnet why {} ADDRESS)",
+                        rule.family, rule.table, rule.chain, packet.iifname, packet.oifname, m.name
+                    ),
+                ));
+            }
+        }
+    }
+    out
+}
+
+pub fn nat66_missing(survey: &Survey) -> Vec<Finding> {
+    let Some(firewall) = &survey.firewall else {
+        return Vec::new();
+    };
+    outbound_packets(survey, false)
+        .into_iter()
+        .filter(|(_, p)| is_private(p.saddr))
+        .filter(|(_, p)| firewall.source_nat(p) == crate::why::firewall::Nat::NotCovered)
+        .map(|(m, p)| {
+            finding(
+                "nat66-missing",
+                Severity::Warning,
+                &m.name,
+                p.saddr.to_string(),
+                format!(
+                    "{} is a unique-local IPv6 address routed out of {} through the host, and \
+                     nothing masquerades it: replies cannot come back",
+                    p.saddr, p.oifname
+                ),
+                format!(
+                    "nft add rule ip6 nat postrouting oifname \"{}\" ip6 saddr {} masquerade \
+                     (NixOS: networking.nat.enableIPv6 = true)",
+                    p.oifname, p.saddr
+                ),
+            )
+        })
+        .collect()
+}
+
+pub fn loopback_nameserver(survey: &Survey) -> Vec<Finding> {
+    readable(survey)
+        .filter_map(|(m, _)| {
+            let resolver = m.resolver.as_ref()?;
+            let server = *resolver.nameservers.first()?;
+            (server.is_loopback() && !crate::why::dns::serves(&resolver.udp53, server)).then(|| {
+                finding(
+                    "loopback-nameserver",
+                    Severity::Error,
+                    &m.name,
+                    server.to_string(),
+                    format!(
+                        "{} names nameserver {server}, on the machine's own loopback, and \
+                         nothing listens on port 53 there: names do not resolve",
+                        resolver.path
+                    ),
+                    format!(
+                        "start the resolver in {}, or point /etc/resolv.conf at one it can reach",
+                        m.name
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
 pub fn duplicate_address(survey: &Survey) -> Vec<Finding> {
     // address → [(namespace, interface)]
     let mut seen: HashMap<IpAddr, Vec<(&str, &str)>> = HashMap::new();
@@ -733,11 +946,13 @@ mod tests {
             netns_inode: Some(1),
             net: Some(Namespace { links, routes }),
             host_nsid: None,
+            resolver: None,
         }
     }
 
     fn survey(machines: Vec<MachineView>) -> Survey {
         Survey {
+            firewall: None,
             host: Namespace::default(),
             forwarding: Forwarding::default(),
             masquerade: None,

@@ -88,6 +88,7 @@ pub enum Dnat {
 }
 
 /// A ruleset read once, asked many questions.
+#[derive(Debug, Default)]
 pub struct Ruleset {
     items: Vec<Value>,
     /// (family, table, chain, handle) -> rule text, from `nft -a list ruleset`.
@@ -156,6 +157,39 @@ impl Ruleset {
             }
         }
         Nat::NotCovered
+    }
+
+    /// Rules that match an interface name ending in `+`: iptables' wildcard, which nft
+    /// takes as a plain character (its wildcard is `*`). With the name as written.
+    pub fn plus_wildcards(&self) -> Vec<(RuleRef, String)> {
+        let mut out = Vec::new();
+        for rule in self.items.iter().filter_map(|i| i.get("rule")) {
+            let Some(exprs) = rule.get("expr").and_then(Value::as_array) else {
+                continue;
+            };
+            for m in exprs.iter().filter_map(|e| e.get("match")) {
+                let key = m
+                    .get("left")
+                    .and_then(|l| l.get("meta"))
+                    .and_then(|m| m.get("key"));
+                if !matches!(key.and_then(Value::as_str), Some("iifname" | "oifname")) {
+                    continue;
+                }
+                let names: Vec<&str> = match m.get("right") {
+                    Some(Value::String(s)) => vec![s.as_str()],
+                    Some(Value::Object(o)) => o
+                        .get("set")
+                        .and_then(Value::as_array)
+                        .map(|a| a.iter().filter_map(Value::as_str).collect())
+                        .unwrap_or_default(),
+                    _ => Vec::new(),
+                };
+                for name in names.into_iter().filter(|n| n.ends_with('+')) {
+                    out.push((self.rule_ref(rule), name.to_string()));
+                }
+            }
+        }
+        out
     }
 
     /// Whether a `type nat` chain on `hook` ("prerouting", "output") DNATs the packet.

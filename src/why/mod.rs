@@ -20,6 +20,11 @@ use serde::Serialize;
 pub use inbound::walk_from_host;
 pub use walk::walk;
 
+/// The host's nftables ruleset (machnet's own namespace).
+pub fn host_ruleset() -> std::result::Result<firewall::Ruleset, String> {
+    walk::read_ruleset(|args| walk::run_nft(args, None))
+}
+
 /// A hop's outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
