@@ -98,6 +98,9 @@ pub enum Command {
     /// evaluator cannot judge (named sets, marks, ...) is "unknown".
     /// Exit 0: the path is open; 13: a hop fails (✘); 14: a hop cannot be judged (?).
     Why(WhyArgs),
+    /// A machine's own nftables ruleset, and the host's rules that concern it: those
+    /// naming its veth's host end or bridge, covering its addresses, or forwarding to them.
+    Firewall(FirewallArgs),
     /// The host and its machines as a graph: interfaces, veth pairs, bridges, addresses.
     Topology(TopologyArgs),
     /// Stream route, address and link changes of every machine, as `ip monitor` prints them.
@@ -340,6 +343,18 @@ pub struct WhoisArgs {
 
     /// Print JSON (an array of answers).
     #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FirewallArgs {
+    /// A machine name, netns:NAME or pid:N.
+    #[arg(value_name = "TARGET")]
+    pub target: Target,
+
+    /// Print JSON: {"ruleset": what `nft -j list ruleset` prints inside, "host_rules":
+    /// [{family, table, chain, handle, rule, why}]}.
+    #[arg(long, short = 'j')]
     pub json: bool,
 }
 

@@ -81,6 +81,7 @@ fn run(cli: Cli) -> Result<i32> {
             Command::Watch(args) => commands::watch::run(args).await,
             Command::Whois(args) => commands::whois::run(args).await,
             Command::Why(args) => commands::why::run(args).await,
+            Command::Firewall(args) => commands::firewall::run(args).await,
             Command::Topology(args) => commands::topology::run(args).await,
             Command::Audit(args) => commands::audit::run(args).await,
             Command::Apply(args) => commands::apply::run(args).await,

@@ -416,10 +416,7 @@ fn a_forward_drop_and_a_missing_nat66_are_found_from_the_real_ruleset() {
     );
     // corpus routes IPv6 out through the host (default via fd88::1) from fd88::2.
     assert!(has(&nat66, "nat66-missing", "corpus"), "{nat66:?}");
-    assert!(
-        !has(&covered, "nat66-missing", "corpus"),
-        "{covered:?}"
-    );
+    assert!(!has(&covered, "nat66-missing", "corpus"), "{covered:?}");
 }
 
 /// A loopback nameserver (a resolved stub) in a machine where nothing listens on 53.

@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod audit;
 pub mod exec;
+pub mod firewall;
 pub mod generate;
 pub mod link;
 pub mod links;

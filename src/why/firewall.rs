@@ -192,6 +192,62 @@ impl Ruleset {
         out
     }
 
+    /// Rules that concern a machine: they match one of `names` (its host-side links, by
+    /// name or nft wildcard), an address or prefix holding one of `addrs`, or DNAT to one
+    /// of them. With why, in a few words.
+    pub fn rules_concerning(&self, names: &[String], addrs: &[IpAddr]) -> Vec<(RuleRef, String)> {
+        let mut out = Vec::new();
+        for rule in self.items.iter().filter_map(|i| i.get("rule")) {
+            let Some(exprs) = rule.get("expr").and_then(Value::as_array) else {
+                continue;
+            };
+            let mut why = Vec::new();
+            for e in exprs {
+                if let Some(m) = e.get("match") {
+                    let left = m.get("left").unwrap_or(&Value::Null);
+                    let right = m.get("right").unwrap_or(&Value::Null);
+                    let key = left
+                        .get("meta")
+                        .and_then(|m| m.get("key"))
+                        .and_then(Value::as_str);
+                    if matches!(key, Some("iifname" | "oifname")) {
+                        for name in names {
+                            if contains(right, &Field::Name(name.clone())) == Ok(true) {
+                                why.push(format!("matches {name}"));
+                            }
+                        }
+                    }
+                    if left.get("payload").is_some_and(|p| {
+                        matches!(
+                            p.get("field").and_then(Value::as_str),
+                            Some("saddr" | "daddr")
+                        )
+                    }) {
+                        for addr in addrs {
+                            if contains(right, &Field::Addr(*addr)) == Ok(true) {
+                                why.push(format!("covers {addr}"));
+                            }
+                        }
+                    }
+                }
+                if let Some(to) = e
+                    .get("dnat")
+                    .and_then(|d| d.get("addr"))
+                    .and_then(Value::as_str)
+                {
+                    if addrs.iter().any(|a| a.to_string() == to) {
+                        why.push(format!("forwards to {to}"));
+                    }
+                }
+            }
+            if !why.is_empty() {
+                why.dedup();
+                out.push((self.rule_ref(rule), why.join(", ")));
+            }
+        }
+        out
+    }
+
     /// Whether a `type nat` chain on `hook` ("prerouting", "output") DNATs the packet.
     pub fn destination_nat(&self, hook: &str, packet: &Packet) -> Dnat {
         for chain in self.base_chains("nat", hook, packet.daddr) {
