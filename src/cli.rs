@@ -384,6 +384,14 @@ pub struct WhyArgs {
     #[arg(long)]
     pub from_host: bool,
 
+    /// Also send one real packet (a TCP connect, or a UDP datagram) from inside the
+    /// machine, with nftrace set on it in the machine and on the host, and report what
+    /// `nft monitor trace` saw beside the walked verdicts. Adds a trace-marking table of
+    /// its own to both rulesets for the moment it takes (about half a second), and
+    /// deletes it.
+    #[arg(long, requires = "port", conflicts_with = "from_host")]
+    pub probe: bool,
+
     /// Print the hops as a JSON array of objects (hop, namespace, verdict, reason, rule,
     /// fix).
     #[arg(long, short = 'j')]

@@ -348,9 +348,42 @@ fn a_forward_drop_policy_in_nft_is_quoted_and_mended() {
         failed["rule"], "table inet machnet_test_filter chain forward: policy drop",
         "{failed:#}"
     );
+    // --probe: the real packet dies where the walk says, as nft's own trace tells.
+    let (code, probe) = probe_hop();
+    assert_eq!(code, Some(13));
+    assert_eq!(probe["verdict"], "fail", "{probe:#}");
+    assert!(
+        probe["trace"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == ".host: inet machnet_test_filter forward: policy drop"),
+        "{probe:#}"
+    );
     // The way out, then the replies: two fixes.
     mend("qbittorrent", INET4, "forward filter", "dropped", 2);
     assert!(connects(&args(&qbittorrent(&bed)), INET4));
+    let (code, probe) = probe_hop();
+    assert_eq!(
+        (code, &probe["verdict"]),
+        (Some(0), &Value::from("pass")),
+        "{probe:#}"
+    );
+    // The probe's trace-marking tables are gone again.
+    let leader = bed.leader("qbittorrent");
+    let tables = sh(&format!(
+        "nft list tables; nsenter -t {leader} -n nft list tables"
+    ));
+    assert!(!tables.contains("machnet_probe"), "{tables}");
+}
+
+/// `why qbittorrent INET4 PORT --probe`: its exit code and its last hop, the probe.
+fn probe_hop() -> (Option<i32>, Value) {
+    let out = machnet(&["why", "qbittorrent", INET4, PORT, "--probe", "--json"]);
+    let hops: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let last = hops.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["hop"], "probe", "{hops:#}");
+    (out.status.code(), last)
 }
 
 #[test]

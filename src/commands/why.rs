@@ -66,6 +66,10 @@ pub async fn run(args: WhyArgs) -> Result<i32> {
         } else {
             hops.extend(why::walk(&machine, &namespace, &question)?);
         }
+        if let (true, Some(port)) = (args.probe, args.port) {
+            let udp = args.proto == WhyProto::Udp;
+            hops.push(why::probe::probe(&machine, &namespace, dest, port, udp)?);
+        }
     }
     let out = if args.json {
         why::output::json(&hops)

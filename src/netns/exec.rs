@@ -150,12 +150,28 @@ impl PinnedNamespace {
     /// ruleset`. stdin is /dev/null; nothing of machnet's own is inherited (its fds are
     /// close-on-exec).
     pub fn output(&self, program: &str, args: &[&str]) -> Result<std::process::Output> {
+        self.command_inside(program, args)?
+            .output()
+            .map_err(|e| spawn_error(program, e))
+    }
+
+    /// Starts `program` as [`output`](Self::output) runs it, with its stdout piped, and
+    /// leaves it running: for watchers such as `nft monitor trace`. The caller ends it.
+    pub fn spawn(&self, program: &str, args: &[&str]) -> Result<std::process::Child> {
+        self.command_inside(program, args)?
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| spawn_error(program, e))
+    }
+
+    fn command_inside(&self, program: &str, args: &[&str]) -> Result<Command> {
         let program_path = resolve_program(program)?;
         let net = (!self.is_current()).then_some(self.netns.as_raw_fd());
         let mut command = Command::new(&program_path);
         command.args(args).stdin(std::process::Stdio::null());
         // SAFETY: runs in the forked child before exec and only calls setns(2) on an fd
-        // held open for the whole call.
+        // held open for as long as the namespace is pinned.
         unsafe {
             command.pre_exec(move || {
                 if let Some(fd) = net {
@@ -166,7 +182,7 @@ impl PinnedNamespace {
                 Ok(())
             });
         }
-        command.output().map_err(|e| spawn_error(program, e))
+        Ok(command)
     }
 }
 

@@ -253,6 +253,20 @@ impl PinnedNamespace {
         made.map_err(|e| Error::io(format!("{}: making a UDP socket inside", self.label), e))
     }
 
+    /// A TCP connect from inside this namespace, waiting at most `timeout`: what a program
+    /// in the machine would get. The connection, if made, is closed at once.
+    pub fn tcp_connect(
+        &self,
+        to: std::net::SocketAddr,
+        timeout: std::time::Duration,
+    ) -> Result<io::Result<()>> {
+        let netns = self.netns.as_fd();
+        on_a_thread_of_its_own("machnet-tcp", move || -> io::Result<()> {
+            nix::sched::setns(netns, CloneFlags::CLONE_NEWNET)?;
+            std::net::TcpStream::connect_timeout(&to, timeout).map(drop)
+        })
+    }
+
     /// The namespace fd itself, for requests that name a namespace by fd (RTM_GETNSID).
     pub fn netns_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.netns.as_fd()

@@ -168,6 +168,7 @@ pub fn dns_hops(
         reason,
         rule: None,
         fix,
+        trace: Vec::new(),
     };
     let conf = resolv_conf(namespace, netns_name)?;
     let Some(&server) = conf.nameservers.first() else {

@@ -11,6 +11,7 @@ pub mod dns;
 pub mod firewall;
 mod inbound;
 pub mod output;
+pub mod probe;
 mod walk;
 
 use std::net::IpAddr;
@@ -56,6 +57,9 @@ pub struct Hop {
     /// The firewall rule (or chain policy) that decides, quoted with table, chain, handle.
     pub rule: Option<String>,
     pub fix: Option<Fix>,
+    /// `--probe`: what `nft monitor trace` saw of the real packet, chain by chain.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trace: Vec<String>,
 }
 
 /// The packet asked about.
@@ -143,6 +147,7 @@ mod tests {
             reason: String::new(),
             rule: None,
             fix: None,
+            trace: Vec::new(),
         };
         assert_eq!(exit_code(&[hop(Verdict::Pass)]), 0);
         assert_eq!(exit_code(&[hop(Verdict::Unknown), hop(Verdict::Pass)]), 14);

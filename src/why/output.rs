@@ -18,6 +18,9 @@ pub fn text(hops: &[Hop]) -> String {
             "{mark} {:width$}  {:hop_width$}  {}\n",
             h.namespace, h.hop, h.reason
         ));
+        for event in &h.trace {
+            out.push_str(&format!("    trace: {event}\n"));
+        }
         if let Some(rule) = &h.rule {
             out.push_str(&format!("    rule: {rule}\n"));
         }

@@ -45,6 +45,7 @@ impl Walk {
             reason,
             rule: None,
             fix: None,
+            trace: Vec::new(),
         });
     }
 
