@@ -763,23 +763,31 @@ pub fn loopback_nameserver(survey: &Survey) -> Vec<Finding> {
         .filter_map(|(m, _)| {
             let resolver = m.resolver.as_ref()?;
             let server = *resolver.nameservers.first()?;
-            (server.is_loopback() && !crate::why::dns::serves(&resolver.udp53, server)).then(|| {
-                finding(
-                    "loopback-nameserver",
-                    Severity::Error,
-                    &m.name,
-                    server.to_string(),
-                    format!(
-                        "{} names nameserver {server}, on the machine's own loopback, and \
+            // As the resolver asks them: only when none of the first three can answer.
+            let dead =
+                |s: &&IpAddr| s.is_loopback() && !crate::why::dns::serves(&resolver.udp53, **s);
+            resolver
+                .nameservers
+                .iter()
+                .take(3)
+                .all(|s| dead(&s))
+                .then(|| {
+                    finding(
+                        "loopback-nameserver",
+                        Severity::Error,
+                        &m.name,
+                        server.to_string(),
+                        format!(
+                            "{} names nameserver {server}, on the machine's own loopback, and \
                          nothing listens on port 53 there: names do not resolve",
-                        resolver.path
-                    ),
-                    format!(
+                            resolver.path
+                        ),
+                        format!(
                         "start the resolver in {}, or point /etc/resolv.conf at one it can reach",
                         m.name
                     ),
-                )
-            })
+                    )
+                })
         })
         .collect()
 }

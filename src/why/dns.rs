@@ -1,6 +1,7 @@
 //! Resolving a name as the machine would: its own /etc/resolv.conf (in its mount
 //! namespace), one query to its nameserver sent from inside its network namespace, with
-//! a bounded wait. Only A and AAAA records, only the first nameserver that answers.
+//! a bounded wait. Only A and AAAA records; at most three nameservers, in order, as glibc
+//! asks them.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -46,7 +47,10 @@ pub fn nameservers(text: &str) -> Vec<IpAddr> {
             let mut words = l.split_whitespace();
             (words.next()? == "nameserver").then(|| words.next())?
         })
-        .filter_map(|addr| addr.split('%').next()?.parse().ok())
+        // A scoped link-local nameserver (fe80::1%eth0) needs its interface, which a plain
+        // address cannot carry: left out, as if absent.
+        .filter(|addr| !addr.contains('%'))
+        .filter_map(|addr| addr.parse().ok())
         .collect()
 }
 
@@ -123,7 +127,19 @@ pub fn resolve(namespace: &PinnedNamespace, server: IpAddr, name: &str) -> Resul
             )));
         }
         let mut buf = [0u8; 1500];
+        // One deadline for the query: stray packets do not extend the wait.
+        let deadline = std::time::Instant::now() + TIMEOUT;
         let reply = loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Ok(Answer::Silent(format!(
+                    "no answer from {server} within {} s",
+                    TIMEOUT.as_secs()
+                )));
+            }
+            socket
+                .set_read_timeout(Some(left))
+                .map_err(|e| Error::io("setting a timeout", e))?;
             match socket.recv_from(&mut buf) {
                 Ok((n, from)) if from.ip() == server => match decode_answer(&buf[..n], id) {
                     Some(reply) => break reply,
@@ -147,7 +163,17 @@ pub fn resolve(namespace: &PinnedNamespace, server: IpAddr, name: &str) -> Resul
         match reply {
             Ok(addrs) if !addrs.is_empty() => return Ok(Answer::Addresses(addrs)),
             Ok(_) => nothing = Some(format!("{server} has no address for {name}")),
-            Err(rcode) => nothing = Some(format!("{server} answered {rcode} for {name}")),
+            Err(rcode) if rcode == "NXDOMAIN" => {
+                return Ok(Answer::Nothing(format!(
+                    "{server} answered NXDOMAIN for {name}"
+                )))
+            }
+            // SERVFAIL, REFUSED, a truncated answer: the resolver asks the next one.
+            Err(rcode) => {
+                return Ok(Answer::Silent(format!(
+                    "{server} answered {rcode} for {name}"
+                )))
+            }
         }
     }
     Ok(Answer::Nothing(nothing.unwrap_or_default()))
@@ -171,43 +197,46 @@ pub fn dns_hops(
         trace: Vec::new(),
     };
     let conf = resolv_conf(namespace, netns_name)?;
-    let Some(&server) = conf.nameservers.first() else {
+    if conf.nameservers.is_empty() {
         let reason = format!("{} names no nameserver", conf.path);
-        return Ok((
-            vec![hop(Verdict::Fail, reason, host_nameserver_fix(machine))],
-            None,
-        ));
-    };
-    if server.is_loopback() && namespace.isolation == crate::netns::Isolation::Private {
-        let bound = listening_on_53(namespace)?;
-        if !serves(&bound, server) {
-            let reason = format!(
+        let fix = host_nameserver_fix(machine);
+        return Ok((vec![hop(Verdict::Fail, reason, fix)], None));
+    }
+    // As glibc: the nameservers in order, at most three, the next one tried after a
+    // silence or a refusal; NXDOMAIN or "no address" is an answer.
+    let mut failures = Vec::new();
+    let mut loopback_only = true;
+    for &server in conf.nameservers.iter().take(3) {
+        let private = namespace.isolation == crate::netns::Isolation::Private;
+        if server.is_loopback() && private && !serves(&listening_on_53(namespace)?, server) {
+            failures.push(format!(
                 "nameserver {server} ({}) is on the machine's own loopback, and nothing \
                  listens on port 53 there",
                 conf.path
-            );
-            return Ok((
-                vec![hop(Verdict::Fail, reason, host_nameserver_fix(machine))],
-                None,
             ));
+            continue;
+        }
+        loopback_only = false;
+        match resolve(namespace, server, name)? {
+            Answer::Addresses(addrs) => {
+                // An IPv4 address first, as a dual-stack client tries in practice here.
+                let chosen = addrs.iter().find(|a| a.is_ipv4()).unwrap_or(&addrs[0]);
+                let all: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+                let reason = format!("{name} is {} (nameserver {server})", all.join(", "));
+                return Ok((vec![hop(Verdict::Pass, reason, None)], Some(*chosen)));
+            }
+            Answer::Nothing(why) => return Ok((vec![hop(Verdict::Fail, why, None)], None)),
+            Answer::Silent(why) => failures.push(format!(
+                "{why}; `machnet why {machine} {server} 53 --proto udp` walks the path to it"
+            )),
         }
     }
-    Ok(match resolve(namespace, server, name)? {
-        Answer::Addresses(addrs) => {
-            // An IPv4 address first, as a dual-stack client tries in practice here.
-            let chosen = addrs.iter().find(|a| a.is_ipv4()).unwrap_or(&addrs[0]);
-            let all: Vec<String> = addrs.iter().map(ToString::to_string).collect();
-            let reason = format!("{name} is {} (nameserver {server})", all.join(", "));
-            (vec![hop(Verdict::Pass, reason, None)], Some(*chosen))
-        }
-        Answer::Nothing(why) => (vec![hop(Verdict::Fail, why, None)], None),
-        Answer::Silent(why) => {
-            let reason = format!(
-                "{why}; `machnet why {machine} {server} 53 --proto udp` walks the path to it"
-            );
-            (vec![hop(Verdict::Fail, reason, None)], None)
-        }
-    })
+    let fix = if loopback_only {
+        host_nameserver_fix(machine)
+    } else {
+        None
+    };
+    Ok((vec![hop(Verdict::Fail, failures.join("; "), fix)], None))
 }
 
 /// Point the machine at the host's own (non-loopback) nameserver, when it has one.
@@ -247,6 +276,10 @@ pub fn encode_query(id: u16, name: &str, qtype: u16) -> Option<Vec<u8>> {
 pub fn decode_answer(msg: &[u8], id: u16) -> Option<Result<Vec<IpAddr>, String>> {
     if msg.len() < 12 || u16::from_be_bytes([msg[0], msg[1]]) != id || msg[2] & 0x80 == 0 {
         return None;
+    }
+    // Truncated (TC): the whole answer needs TCP, which is not sent here.
+    if msg[2] & 0x02 != 0 {
+        return Some(Err("a truncated answer".to_string()));
     }
     let rcode = msg[3] & 0x0f;
     if rcode != 0 {
@@ -302,12 +335,10 @@ mod tests {
     #[test]
     fn nameservers_are_read_as_the_resolver_reads_them() {
         let conf = "# comment\nsearch lan\nnameserver 127.0.0.53\nnameserver fe80::1%eth0\noptions edns0\nnameserver bogus\n";
+        // The scoped link-local one is left out (it needs its interface).
         assert_eq!(
             nameservers(conf),
-            vec![
-                "127.0.0.53".parse::<IpAddr>().unwrap(),
-                "fe80::1".parse().unwrap()
-            ]
+            vec!["127.0.0.53".parse::<IpAddr>().unwrap()]
         );
     }
 

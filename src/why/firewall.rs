@@ -103,6 +103,14 @@ enum Truth {
     Unknown(String),
 }
 
+/// A nat chain's outcome for the packet.
+enum NatOutcome {
+    Decided(Nat),
+    /// accept, drop, or the end of a goto'd chain: no NAT in this base chain.
+    Stopped,
+    FallThrough,
+}
+
 /// A chain's outcome for the packet.
 enum Outcome {
     Accept(RuleRef),
@@ -152,7 +160,7 @@ impl Ruleset {
     /// Whether a `type nat` postrouting chain masquerades (or SNATs) the packet.
     pub fn source_nat(&self, packet: &Packet) -> Nat {
         for chain in self.base_chains("nat", "postrouting", packet.saddr) {
-            if let Some(found) = self.find_nat(&chain.name, &chain, packet, 0) {
+            if let NatOutcome::Decided(found) = self.find_nat(&chain.name, &chain, packet, 0) {
                 return found;
             }
         }
@@ -257,18 +265,23 @@ impl Ruleset {
                     continue;
                 };
                 let Some(dnat) = exprs.iter().find_map(|e| e.get("dnat")) else {
-                    if exprs
-                        .iter()
-                        .any(|e| e.get("jump").is_some() || e.get("goto").is_some())
-                    {
-                        if let Truth::Yes | Truth::Unknown(_) =
-                            self.matches(exprs, &reference.text, packet)
-                        {
-                            let why = "a jump in a nat chain is not followed".to_string();
+                    let ends = exprs.iter().any(|e| {
+                        e.get("accept").is_some()
+                            || e.get("return").is_some()
+                            || e.get("drop").is_some()
+                    });
+                    match self.matches(exprs, &reference.text, packet) {
+                        Truth::No => continue,
+                        _ if !may_decide(exprs) => continue,
+                        // The chain ends here for this packet, without DNAT.
+                        Truth::Yes if ends => break,
+                        _ => {
+                            let why = "a rule before any dnat that may decide (a jump, a \
+                                       redirect, a map) is not followed"
+                                .to_string();
                             return Dnat::Unknown(reference, why);
                         }
                     }
-                    continue;
                 };
                 match self.matches(exprs, &reference.text, packet) {
                     Truth::No => continue,
@@ -279,10 +292,16 @@ impl Ruleset {
                     .get("addr")
                     .and_then(Value::as_str)
                     .and_then(|a| a.parse().ok());
-                let port = dnat
-                    .get("port")
-                    .and_then(Value::as_u64)
-                    .and_then(|p| u16::try_from(p).ok());
+                let port = match dnat.get("port") {
+                    None => None,
+                    Some(p) => match p.as_u64().and_then(|p| u16::try_from(p).ok()) {
+                        Some(p) => Some(p),
+                        None => {
+                            let why = format!("a dnat to the port range {p}");
+                            return Dnat::Unknown(reference, why);
+                        }
+                    },
+                };
                 return match addr {
                     Some(addr) => Dnat::To(reference, addr, port),
                     None => {
@@ -294,21 +313,23 @@ impl Ruleset {
         Dnat::NotCovered
     }
 
-    fn find_nat(&self, name: &str, base: &Chain, packet: &Packet, depth: usize) -> Option<Nat> {
+    /// A nat chain's outcome for the packet: NAT (or unknown), an end without NAT
+    /// (accept, drop, the end of a goto'd chain), or falling through to the caller.
+    fn find_nat(&self, name: &str, base: &Chain, packet: &Packet, depth: usize) -> NatOutcome {
         if depth > 16 {
-            return Some(Nat::Unknown(
-                self.policy_ref(base),
-                "chains nest too deep".into(),
-            ));
+            let why = "chains nest too deep".to_string();
+            return NatOutcome::Decided(Nat::Unknown(self.policy_ref(base), why));
         }
         for rule in self.rules(&base.family, &base.table, name) {
             let reference = self.rule_ref(rule);
-            let exprs = rule.get("expr").and_then(Value::as_array)?;
+            let Some(exprs) = rule.get("expr").and_then(Value::as_array) else {
+                continue;
+            };
             match self.matches(exprs, &reference.text, packet) {
                 Truth::No => continue,
                 Truth::Unknown(why) => {
-                    if exprs.iter().any(is_nat_or_verdict) {
-                        return Some(Nat::Unknown(reference, why));
+                    if may_decide(exprs) {
+                        return NatOutcome::Decided(Nat::Unknown(reference, why));
                     }
                     continue;
                 }
@@ -316,19 +337,30 @@ impl Ruleset {
             }
             for e in exprs {
                 if e.get("masquerade").is_some() || e.get("snat").is_some() {
-                    return Some(Nat::Masqueraded(reference));
+                    return NatOutcome::Decided(Nat::Masqueraded(reference));
                 }
-                if let Some(target) = jump_target(e, "jump").or_else(|| jump_target(e, "goto")) {
-                    if let Some(found) = self.find_nat(target, base, packet, depth + 1) {
-                        return Some(found);
+                if let Some(target) = jump_target(e, "jump") {
+                    match self.find_nat(target, base, packet, depth + 1) {
+                        NatOutcome::FallThrough => {}
+                        decided => return decided,
                     }
                 }
-                if e.get("accept").is_some() || e.get("return").is_some() {
-                    return None; // this chain lets it go un-NATed
+                if let Some(target) = jump_target(e, "goto") {
+                    return match self.find_nat(target, base, packet, depth + 1) {
+                        // A goto'd chain's end is the end of this one too.
+                        NatOutcome::FallThrough => NatOutcome::Stopped,
+                        decided => decided,
+                    };
+                }
+                if e.get("return").is_some() {
+                    return NatOutcome::FallThrough;
+                }
+                if e.get("accept").is_some() || e.get("drop").is_some() {
+                    return NatOutcome::Stopped;
                 }
             }
         }
-        None
+        NatOutcome::FallThrough
     }
 
     fn run_chain(&self, chain: &Chain, packet: &Packet, depth: usize) -> Outcome {
@@ -347,7 +379,7 @@ impl Ruleset {
             match self.matches(exprs, &reference.text, packet) {
                 Truth::No => continue,
                 Truth::Unknown(why) => {
-                    if exprs.iter().any(is_nat_or_verdict) {
+                    if may_decide(exprs) {
                         return Outcome::Unknown(reference, why);
                     }
                     continue;
@@ -525,6 +557,22 @@ fn is_nat_or_verdict(e: &Value) -> bool {
     .any(|k| e.get(k).is_some())
 }
 
+/// Whether a rule holds anything besides matches and harmless statements: a verdict, a
+/// NAT, or a statement the evaluator does not know (a vmap, a queue, an iptables target),
+/// any of which may decide the packet.
+fn may_decide(exprs: &[Value]) -> bool {
+    exprs
+        .iter()
+        .any(|e| e.get("match").is_none() && !is_harmless_statement(e) && !is_xt_match(e))
+}
+
+fn is_xt_match(e: &Value) -> bool {
+    e.get("xt")
+        .and_then(|x| x.get("type"))
+        .and_then(Value::as_str)
+        == Some("match")
+}
+
 /// Statements that neither match nor change what later matches see.
 fn is_harmless_statement(e: &Value) -> bool {
     ["counter", "log", "notrack"]
@@ -537,11 +585,16 @@ fn is_harmless_statement(e: &Value) -> bool {
 /// Any other extension is not judged.
 fn judge_xt(xt: &Value, text: &str, packet: &Packet) -> Truth {
     let name = xt.get("name").and_then(Value::as_str).unwrap_or("");
+    if xt.get("type").and_then(Value::as_str) != Some("match") {
+        return Truth::Unknown(format!("the iptables target `{name}` is not judged"));
+    }
+    // Only a plain `ct state A,B`: a negation or any other conntrack option is not judged.
+    let plain = text.matches("ct ").count() == 1 && !text.contains("ct state !=");
     let states = text
         .split_once("ct state ")
         .map(|(_, rest)| rest.split_whitespace().next().unwrap_or(""));
     match (name, states) {
-        ("conntrack" | "state", Some(states)) if !states.is_empty() => {
+        ("conntrack" | "state", Some(states)) if !states.is_empty() && plain => {
             if states.split(',').any(|s| s == packet.ct_state) {
                 Truth::Yes
             } else {
@@ -620,6 +673,9 @@ fn field_of(left: &Value, p: &Packet) -> Result<Option<Field>, String> {
             ("ip", "protocol") | ("ip6", "nexthdr") => Some(Field::Proto(p.l4proto)),
             ("tcp", _) if p.l4proto != 6 => None,
             ("udp", _) if p.l4proto != 17 => None,
+            ("th", _) if !matches!(p.l4proto, 6 | 17) => {
+                return Err("th (transport header) on a packet without ports".into())
+            }
             ("tcp" | "udp" | "th", "dport") => p.dport.map(|v| Field::Number(v.into())),
             ("tcp" | "udp" | "th", "sport") => p.sport.map(|v| Field::Number(v.into())),
             _ => return Err(format!("{proto} {field} is not judged")),
@@ -937,6 +993,101 @@ mod tests {
         v6.saddr = "fd00::2".parse().unwrap();
         v6.daddr = "2001:db8::5".parse().unwrap();
         assert_eq!(rs.source_nat(&v6), Nat::NotCovered);
+    }
+
+    #[test]
+    fn a_vmap_an_iptables_target_or_a_negated_ctstate_is_unknown() {
+        let vmap = ruleset(serde_json::json!([
+            forward_chain("drop"),
+            rule(
+                8,
+                serde_json::json!([
+            {"vmap": {"key": {"ct": {"key": "state"}}, "data": {"set": [["established", {"accept": null}]]}}}])
+            )
+        ]));
+        assert!(
+            matches!(vmap.filter("forward", &packet()), Filter::Unknown(r, _) if r.handle == Some(8))
+        );
+        let target = ruleset(serde_json::json!([
+            forward_chain("accept"),
+            rule(
+                9,
+                serde_json::json!([
+            {"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "eth0"}},
+            {"xt": {"type": "target", "name": "REJECT"}}])
+            )
+        ]));
+        assert!(matches!(
+            target.filter("forward", &packet()),
+            Filter::Unknown(..)
+        ));
+        let negated = Ruleset::parse(
+            &serde_json::json!({"nftables": [forward_chain("drop"), rule(10, serde_json::json!([
+                {"xt": {"type": "match", "name": "conntrack"}}, {"accept": null}]))]}),
+            "table inet filter {\n\tchain forward {\n\t\tct state != new counter accept # handle 10\n\t}\n}\n",
+        );
+        assert!(matches!(
+            negated.filter("forward", &packet()),
+            Filter::Unknown(..)
+        ));
+    }
+
+    #[test]
+    fn a_nat_sub_chain_that_accepts_ends_the_search_without_nat() {
+        let nat = |chain: &str, handle: u64, expr: Value| {
+            serde_json::json!({"rule": {"family": "ip", "table": "nat", "chain": chain,
+                "handle": handle, "expr": expr}})
+        };
+        let rs = ruleset(serde_json::json!([
+            {"chain": {"family": "ip", "table": "nat", "name": "post", "handle": 1,
+                "type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}},
+            nat("post", 2, serde_json::json!([{"jump": {"target": "skip"}}])),
+            nat("post", 3, serde_json::json!([{"masquerade": null}])),
+            nat("skip", 4, serde_json::json!([
+                {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+                    "right": {"prefix": {"addr": "203.0.113.0", "len": 24}}}},
+                {"accept": null}])),
+        ]));
+        assert_eq!(rs.source_nat(&packet()), Nat::NotCovered);
+        let mut elsewhere = packet();
+        elsewhere.daddr = "198.51.100.1".parse().unwrap();
+        assert!(matches!(rs.source_nat(&elsewhere), Nat::Masqueraded(r) if r.handle == Some(3)));
+    }
+
+    #[test]
+    fn dnat_stops_at_an_accept_before_it_and_a_port_range_is_unknown() {
+        let out = |handle: u64, expr: Value| {
+            serde_json::json!({"rule": {"family": "ip", "table": "nat", "chain": "out",
+                "handle": handle, "expr": expr}})
+        };
+        let to_host = |port: Value| {
+            ruleset(serde_json::json!([
+                {"chain": {"family": "ip", "table": "nat", "name": "out", "handle": 1,
+                    "type": "nat", "hook": "output", "prio": -100, "policy": "accept"}},
+                out(2, serde_json::json!([
+                    {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+                        "right": "127.0.0.1"}}, {"accept": null}])),
+                out(3, serde_json::json!([
+                    {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}},
+                        "right": 443}},
+                    {"dnat": {"addr": "10.77.1.2", "port": port}}])),
+            ]))
+        };
+        let mut local = packet();
+        local.daddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(
+            to_host(Value::from(80)).destination_nat("output", &local),
+            Dnat::NotCovered
+        );
+        assert!(matches!(
+            to_host(Value::from(80)).destination_nat("output", &packet()),
+            Dnat::To(_, addr, Some(80)) if addr == "10.77.1.2".parse::<IpAddr>().unwrap()
+        ));
+        let range = serde_json::json!({"range": [8000, 8010]});
+        assert!(matches!(
+            to_host(range).destination_nat("output", &packet()),
+            Dnat::Unknown(..)
+        ));
     }
 
     #[test]

@@ -60,6 +60,15 @@ pub fn walk_from_host(
             daddr_is_local: is_local,
         };
         match rules.destination_nat("output", &packet) {
+            Dnat::To(rule, addr, _) if addr.is_loopback() => {
+                let reason = format!(
+                    "{dest} is forwarded to {addr} on the host's loopback (route_localnet and an \
+                     SNAT decide whether that works): not followed"
+                );
+                w.hop("port forward", ".host", Verdict::Unknown, reason);
+                w.with_rule(rule.to_string());
+                return Ok(w.hops);
+            }
             Dnat::To(rule, addr, port) => {
                 target = (addr, port.or(question.dport));
                 let shown = port_of(target.1);
@@ -100,7 +109,7 @@ pub fn walk_from_host(
                     let proto = proto_name(question.proto);
                     (
                         format!(
-                            "nft add table {family} nat && nft 'add chain {family} nat output {{ type nat hook output priority -100; }}' && nft add rule {family} nat output {family} daddr {dest} {proto} dport {p} dnat to {}",
+                            "nft add table {family} nat && nft 'add chain {family} nat output {{ type nat hook output priority -100; }}' && nft add rule {family} nat output {family} daddr {dest} {proto} dport {p} dnat to '{}'",
                             socket(maddr, p)
                         ),
                         format!(
@@ -165,14 +174,21 @@ pub fn walk_from_host(
     let packet = Packet {
         iifname: mlink.ifname.clone(),
         oifname: String::new(),
-        saddr: first_address(
-            host_links
-                .iter()
-                .find(|l| l.ifname == side)
-                .unwrap_or(mlink),
-            addr.is_ipv6(),
-        )
-        .unwrap_or(dest),
+        // A host process connecting to a host address keeps that address as its source
+        // through the DNAT; one connecting to the machine's own address sends from the
+        // host end.
+        saddr: if is_local {
+            dest
+        } else {
+            first_address(
+                host_links
+                    .iter()
+                    .find(|l| l.ifname == side)
+                    .unwrap_or(mlink),
+                addr.is_ipv6(),
+            )
+            .unwrap_or(dest)
+        },
         daddr: addr,
         l4proto: question.proto,
         sport: Some(40000),
@@ -204,8 +220,23 @@ pub fn walk_from_host(
     // 4. Something listening (TCP only: a UDP socket's readiness cannot be told apart).
     if let (Some(p), 6) = (port, question.proto) {
         let listening = tcp_listeners(namespace)?;
-        let takes = |(a, lp): &(IpAddr, u16)| *lp == p && (*a == addr || a.is_unspecified());
-        if listening.iter().any(takes) {
+        // A wildcard of the destination's own family; an IPv6 wildcard may take IPv4 too
+        // (unless v6only, which is not read): then the hop is unknown, not a pass.
+        let exact = |(a, lp): &(IpAddr, u16)| {
+            *lp == p && (*a == addr || (a.is_unspecified() && a.is_ipv4() == addr.is_ipv4()))
+        };
+        let maybe = |(a, lp): &(IpAddr, u16)| {
+            *lp == p && addr.is_ipv4() && a.is_unspecified() && a.is_ipv6()
+        };
+        if !listening.iter().any(exact) && listening.iter().any(maybe) {
+            let reason = format!(
+                "only an IPv6 wildcard socket listens on port {p} in {machine}; whether it takes \
+                 IPv4 (v6only) is not read"
+            );
+            w.hop("listener", machine, Verdict::Unknown, reason);
+            return Ok(w.hops);
+        }
+        if listening.iter().any(exact) {
             w.hop(
                 "listener",
                 machine,
@@ -239,7 +270,7 @@ pub fn walk_from_host(
                     let host_port = question.dport.unwrap_or(p);
                     fix(
                         format!(
-                            "nft replace rule {} {} {} handle {} {text}",
+                            "nft replace rule {} {} {} handle {} '{text}'",
                             rule.family,
                             rule.table,
                             rule.chain,

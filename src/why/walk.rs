@@ -273,7 +273,13 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
     // The host side the machine's packets arrive on: the bridge if the peer is a port.
     let ingress = master.unwrap_or(peer);
     if let Some(gw) = decision.gateway {
-        let holder = host_links.iter().find(|l| holds(l, gw));
+        // The machine's own side first: routed setups give every host end the same
+        // gateway address (169.254.0.1, fe80::1).
+        let holder = if holds(ingress, gw) {
+            Some(ingress)
+        } else {
+            host_links.iter().find(|l| holds(l, gw))
+        };
         match holder {
             Some(h) if h.ifindex == ingress.ifindex => {}
             Some(h) if h.detail.kind.as_deref() == Some("bridge") => {
@@ -312,9 +318,18 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
                         .parse()
                         .is_ok_and(|net| in_prefix(gw, net, a.prefixlen))
                 });
-                let reason = if connected {
-                    format!("no host link holds the gateway {gw}")
-                } else {
+                if connected {
+                    // Another machine on the same link may be the router: not the host's
+                    // business, and not followed.
+                    let reason = format!(
+                        "the gateway {gw} is on {}'s subnet but not on the host: another \
+                         router on that link is not followed",
+                        oif.ifname
+                    );
+                    w.hop("route", machine, Verdict::Unknown, reason);
+                    return Ok(w.hops);
+                }
+                let reason = {
                     format!(
                         "the gateway {gw} is on no connected subnet of {} and no host link \
                          holds it",
@@ -420,7 +435,12 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
     // source must leave by the interface the packet came in on. (A route lookup from
     // userspace with `iif` does not always apply it; the packet path does.)
     if !v6 && rp_filter(&inif) == 1 {
-        let back = route_get(&mut host_sock, &host_names, src, &GetOptions::default())?
+        // The kernel's reverse lookup: to the source, from the destination.
+        let reverse = GetOptions {
+            from: Some((dest, 32)),
+            ..GetOptions::default()
+        };
+        let back = route_get(&mut host_sock, &host_names, src, &reverse)?
             .ok()
             .and_then(|d| d.oif);
         if back != Some(ingress.ifindex) {
@@ -525,6 +545,27 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
         ct_state: "new",
         daddr_is_local: false,
     };
+    // Filter chains on prerouting (NixOS's rpfilter table, say) see the packet first.
+    let mut arriving = out.clone();
+    arriving.oifname = String::new();
+    if ruleset.filter("prerouting", &arriving) != Filter::NoChains {
+        let at = FilterAt {
+            hook: "prerouting",
+            namespace: ".host",
+            run_there: String::new(),
+        };
+        let accept = format!("iifname \"{inif}\" accept");
+        if !judge_filter(
+            &mut w,
+            &ruleset,
+            &at,
+            &arriving,
+            "prerouting filter",
+            &accept,
+        ) {
+            return Ok(w.hops);
+        }
+    }
     let accept_rule = format!("iifname \"{inif}\" oifname \"{egress}\" accept");
     if !judge_filter(
         &mut w,
@@ -650,6 +691,7 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
         let mut into = back.clone();
         into.iifname = oif.ifname.clone();
         into.oifname = String::new();
+        into.daddr_is_local = true;
         let at = FilterAt {
             hook: "input",
             namespace: machine,
@@ -871,15 +913,13 @@ fn subnet_of(link: &Link, addr: IpAddr) -> Option<String> {
 /// The forwarding switches that must be on for a packet arriving on `inif`, with their
 /// values (None: unreadable), read in machnet's own (the host's) namespace.
 fn forwarding_sysctls(v6: bool, inif: &str) -> Vec<(String, Option<String>)> {
+    // IPv6 forwards by conf.all alone (ip6_forward reads nothing per device).
     let keys = if v6 {
-        vec![
-            "net.ipv6.conf.all.forwarding".to_string(),
-            format!("net.ipv6.conf.{inif}.forwarding"),
-        ]
+        vec!["net.ipv6.conf.all.forwarding".to_string()]
     } else {
         vec![
             "net.ipv4.ip_forward".to_string(),
-            format!("net.ipv4.conf.{inif}.forwarding"),
+            format!("net.ipv4.conf.{}.forwarding", sysctl_dev(inif)),
         ]
     };
     keys.into_iter()
@@ -892,7 +932,10 @@ fn forwarding_sysctls(v6: bool, inif: &str) -> Vec<(String, Option<String>)> {
 
 fn rp_fix(inif: &str) -> Option<Fix> {
     fix(
-        format!("sysctl -w net.ipv4.conf.all.rp_filter=2 net.ipv4.conf.{inif}.rp_filter=2"),
+        format!(
+            "sysctl -w net.ipv4.conf.all.rp_filter=2 net.ipv4.conf.{}.rp_filter=2",
+            sysctl_dev(inif)
+        ),
         Some("networking.firewall.checkReversePath = \"loose\";".into()),
     )
 }
@@ -910,11 +953,17 @@ fn rp_filter(inif: &str) -> u8 {
         .unwrap_or(0)
 }
 
+/// A device's name as sysctl keys write it: its dots as '/' (`net.ipv4.conf.eth0/5.rp_filter`).
+fn sysctl_dev(dev: &str) -> String {
+    dev.replace('.', "/")
+}
+
+/// A sysctl read from /proc/sys; a device's part of the key written as sysctl_dev makes it.
 fn sysctl(key: &str) -> Option<String> {
-    // Interface names may hold dots, which sysctl writes as '/'; split only the prefix.
     let path = match key.split_once(".conf.") {
         Some((head, rest)) => {
             let (dev, leaf) = rest.rsplit_once('.')?;
+            let dev = dev.replace('/', ".");
             format!("/proc/sys/{}/conf/{dev}/{leaf}", head.replace('.', "/"))
         }
         None => format!("/proc/sys/{}", key.replace('.', "/")),
