@@ -627,6 +627,19 @@ fn a_veth_peer_off_its_bridge_is_named_and_mended() {
         1,
     );
     assert!(connects(&enter, INET4));
+    // STP on, with a forward delay long enough to hold the port out of forwarding.
+    // (A port already up keeps forwarding until it is brought up again under STP.)
+    sh(&format!(
+        "ip link set {br} type bridge forward_delay 6000 stp_state 1
+         ip link set {port} down
+         ip link set {port} up"
+    ));
+    let state = std::fs::read_to_string(format!("/sys/class/net/{port}/brport/state")).unwrap();
+    assert_ne!(state.trim(), "3", "the port should not be forwarding yet");
+    assert!(!connects(&enter, INET4));
+    // STP off, then (a port STP left behind keeps its state) the port put to forwarding.
+    mend(&target, INET4, "peer", "STP holds it", 2);
+    assert!(connects_soon(&enter, INET4));
 }
 
 const DNS_SERVER: &str = r#"

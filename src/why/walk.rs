@@ -361,6 +361,49 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
         );
         return Ok(w.hops);
     }
+    if let Some(bridge) = master.filter(|b| b.detail.kind.as_deref() == Some("bridge")) {
+        // The port's STP state, as the bridge keeps it (the host's own sysfs).
+        let state = std::fs::read_to_string(format!("/sys/class/net/{}/brport/state", peer.ifname))
+            .ok()
+            .and_then(|s| s.trim().parse::<u8>().ok());
+        if let Some(state) = state.filter(|s| *s != 3) {
+            let name = [
+                "disabled",
+                "listening",
+                "learning",
+                "forwarding",
+                "blocking",
+            ]
+            .get(usize::from(state))
+            .copied()
+            .unwrap_or("unknown");
+            let stp = std::fs::read_to_string(format!(
+                "/sys/class/net/{}/bridge/stp_state",
+                bridge.ifname
+            ))
+            .is_ok_and(|s| s.trim() != "0");
+            let (reason, command) = if stp {
+                (
+                    format!(
+                        "{} is in bridge port state {name} on {} (STP holds it; it forwards only \
+                         in state forwarding)",
+                        peer.ifname, bridge.ifname
+                    ),
+                    format!("ip link set {} type bridge stp_state 0", bridge.ifname),
+                )
+            } else {
+                (
+                    format!(
+                        "{} is in bridge port state {name} on {}: it forwards nothing",
+                        peer.ifname, bridge.ifname
+                    ),
+                    format!("ip link set {} type bridge_slave state 3", peer.ifname),
+                )
+            };
+            w.fail("peer", ".host", reason, fix(command, None));
+            return Ok(w.hops);
+        }
+    }
     let bridged = master.map_or(String::new(), |b| format!(", a port of {}", b.ifname));
     w.hop(
         "peer",
