@@ -642,6 +642,48 @@ fn a_veth_peer_off_its_bridge_is_named_and_mended() {
     assert!(connects_soon(&enter, INET4));
 }
 
+/// A machine on a macvlan of a host link: its packets leave by the parent directly, so
+/// the walk ends there (unknown beyond); the parent taken down is named and mended.
+#[test]
+fn a_macvlan_machine_is_walked_to_its_parent() {
+    let _bed = testbed();
+    let mut state = HostState::save(&[]);
+    let ns = ScratchNetns::new("macvlan");
+    let parent = format!("vm-{}", std::process::id());
+    state.undo.push(format!("ip link del {parent}"));
+    sh(&format!(
+        "ip link add {parent} type veth peer name {parent}p
+         ip link set {parent} up
+         ip link set {parent}p up
+         ip link add link {parent} name mv0 type macvlan mode bridge
+         ip link set mv0 netns {ns}
+         ip -n {ns} addr add 198.51.100.2/24 dev mv0
+         ip -n {ns} link set mv0 up
+         ip -n {ns} route add default via 198.51.100.1",
+        ns = ns.name()
+    ));
+    let target = ns.target();
+    let (code, hops) = why(&target, INET4);
+    assert_eq!(code, 14, "{hops:#?}");
+    let peer = hops.iter().find(|h| h["hop"] == "peer").unwrap();
+    assert_eq!(
+        peer["reason"],
+        format!(
+            "mv0 is a macvlan of the host's {parent} (up): its packets leave by {parent} directly, past the host's routing and firewall"
+        ),
+        "{hops:#?}"
+    );
+    sh(&format!("ip link set {parent} down"));
+    let (code, hops) = why(&target, INET4);
+    assert_eq!(code, 13, "{hops:#?}");
+    let failed = failed_hop(&hops).unwrap();
+    let command = failed["fix"]["command"].as_str().unwrap();
+    assert_eq!(command, format!("ip link set {parent} up"));
+    sh(command);
+    let (code, _) = why(&target, INET4);
+    assert_eq!(code, 14);
+}
+
 const DNS_SERVER: &str = r#"
 import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -210,6 +210,10 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
         .and_then(|i| peers[i].clone())
         .map(|p| p.ifname);
     let Some(peer_name) = peer_name else {
+        if oif.detail.kind.as_deref() == Some("macvlan") && oif.detail.link_netnsid.is_some() {
+            macvlan_parent(&mut w, machine, &mut sock, oif)?;
+            return Ok(w.hops);
+        }
         let kind = oif.detail.kind.as_deref().unwrap_or("device");
         w.hop(
             "peer",
@@ -750,6 +754,51 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
         );
     }
     Ok(w.hops)
+}
+
+/// A macvlan's parent on the host: up or not. Its packets leave by the parent directly,
+/// past the host's routing and firewall, so the walk ends there.
+fn macvlan_parent(w: &mut Walk, machine: &str, sock: &mut NetlinkSocket, oif: &Link) -> Result<()> {
+    let host = crate::netns::pin_own()?;
+    // The machine's own id for the host's namespace: the parent is the host's only if the
+    // macvlan's link id is that one.
+    let host_id = crate::peer::nsid_of(sock, &host)?;
+    let mut host_sock = host.open_netlink()?;
+    let host_links = link::dump_links(&mut host_sock)?;
+    let parent = oif
+        .detail
+        .link
+        .filter(|_| host_id.is_some() && host_id == oif.detail.link_netnsid)
+        .and_then(|i| host_links.iter().find(|l| l.ifindex == i));
+    let Some(parent) = parent else {
+        let reason = format!(
+            "{} is a macvlan whose parent is not in the host's namespace: not followed",
+            oif.ifname
+        );
+        w.hop("peer", machine, Verdict::Unknown, reason);
+        return Ok(());
+    };
+    if parent.detail.flags & IFF_UP == 0 {
+        w.fail(
+            "peer",
+            ".host",
+            format!(
+                "{}'s macvlan parent {} on the host is down",
+                oif.ifname, parent.ifname
+            ),
+            fix(format!("ip link set {} up", parent.ifname), None),
+        );
+        return Ok(());
+    }
+    let reason = format!(
+        "{} is a macvlan of the host's {} (up): its packets leave by {} directly, past the \
+         host's routing and firewall",
+        oif.ifname, parent.ifname, parent.ifname
+    );
+    w.hop("peer", ".host", Verdict::Pass, reason);
+    let reason = format!("beyond the host's {}: not followed", parent.ifname);
+    w.hop("host route", ".host", Verdict::Unknown, reason);
+    Ok(())
 }
 
 /// Where a filter is judged: which hook, in which namespace, and the prefix that runs a
