@@ -1,29 +1,12 @@
-//! Which source addresses the host masquerades, read from nftables (`nft -j list
-//! ruleset`; iptables-nft rules show up there too). Only what the NAT audit rule needs:
+//! Which source addresses the host masquerades, from its nftables ruleset (`nft -j list
+//! ruleset`, read once by crate::why::firewall; iptables-nft rules show up there too). Only what the NAT audit rule needs:
 //! the source prefix of each masquerade/snat rule.
 
 use std::net::IpAddr;
-use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
 use crate::survey::Masquerade;
-
-/// The host's masquerade rules; None when nft is not installed or its answer cannot be
-/// read (then nothing can be said about NAT).
-pub fn masquerade_rules() -> Option<Vec<Masquerade>> {
-    let out = Command::new("nft")
-        .args(["-j", "list", "ruleset"])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let json: Value = serde_json::from_slice(&out.stdout).ok()?;
-    Some(parse_ruleset(&json))
-}
 
 /// The masquerade (or snat) rules of a ruleset. A rule's source prefix is its `ip saddr ==
 /// PREFIX` match; a rule without one, or with a source match this cannot read (a set, a
@@ -33,6 +16,11 @@ pub fn parse_ruleset(ruleset: &Value) -> Vec<Masquerade> {
     let Some(items) = ruleset.get("nftables").and_then(Value::as_array) else {
         return Vec::new();
     };
+    masquerades(items)
+}
+
+/// The same, over the items of `nft -j list ruleset`'s "nftables" array.
+pub fn masquerades(items: &[Value]) -> Vec<Masquerade> {
     items
         .iter()
         .filter_map(|item| item.get("rule"))

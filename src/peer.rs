@@ -28,10 +28,24 @@ pub fn host_peers(namespace: &PinnedNamespace, links: &[Link]) -> Result<Vec<Opt
     }
     let host = crate::netns::pin_own()?;
     let mut sock = host.open_netlink()?;
-    let Some(nsid) = nsid_of(&mut sock, namespace)? else {
+    let host_links = link::dump_links(&mut sock)?;
+    host_peers_among(&mut sock, &host_links, namespace, links)
+}
+
+/// As [`host_peers`], for a caller that has read the host's links already: `sock` is a
+/// socket in the host's namespace, `host_links` its links.
+pub fn host_peers_among(
+    sock: &mut NetlinkSocket,
+    host_links: &[Link],
+    namespace: &PinnedNamespace,
+    links: &[Link],
+) -> Result<Vec<Option<Peer>>> {
+    if !links.iter().any(|l| l.detail.link_netnsid.is_some()) {
+        return Ok(vec![None; links.len()]);
+    }
+    let Some(nsid) = nsid_of(sock, namespace)? else {
         return Ok(vec![None; links.len()]);
     };
-    let host_links = link::dump_links(&mut sock)?;
     Ok(links
         .iter()
         .map(|l| {

@@ -36,11 +36,9 @@ const RTNH_F_LINKDOWN: u32 = 16;
 pub struct Survey {
     pub host: Namespace,
     pub forwarding: Forwarding,
-    /// Source prefixes masqueraded on the host, from nftables; None where `nft` is absent
-    /// or could not be read (the NAT rule then says nothing).
-    pub masquerade: Option<Vec<Masquerade>>,
     /// The host's nftables ruleset, for the rules that ask what it does to a machine's
-    /// packets (crate::why::firewall); None where `nft` is absent or unreadable.
+    /// packets or which sources it masquerades (crate::why::firewall); None where `nft` is
+    /// absent or unreadable (those rules then say nothing).
     pub firewall: Option<crate::why::firewall::Ruleset>,
     pub machines: Vec<MachineView>,
 }
@@ -258,16 +256,16 @@ pub async fn survey(machined: &Machined, only: &[String]) -> Result<Survey> {
         if let Some(ns) = &namespace {
             if view.is_private() {
                 view.host_nsid = crate::peer::nsid_of(&mut host_sock, ns)?;
-                view.resolver = read_resolver(view.leader);
+                view.resolver = read_resolver(view.leader, ns);
             }
         }
         machines.push(view);
     }
+    let firewall = crate::why::host_ruleset().ok();
     Ok(Survey {
         host,
         forwarding: read_forwarding(),
-        masquerade: crate::nat::masquerade_rules(),
-        firewall: crate::why::host_ruleset().ok(),
+        firewall,
         machines,
     })
 }
@@ -360,7 +358,7 @@ fn main_routes(sock: &mut NetlinkSocket) -> Result<Vec<RouteFact>> {
 
 /// A machine's resolver through its leader's /proc entries: /proc/PID/root is its mount
 /// namespace, /proc/PID/net its network namespace.
-fn read_resolver(leader: u32) -> Option<Resolver> {
+fn read_resolver(leader: u32, pinned: &PinnedNamespace) -> Option<Resolver> {
     let path = format!("/proc/{leader}/root/etc/resolv.conf");
     let conf = std::fs::read_to_string(&path).ok()?;
     let mut udp53 = Vec::new();
@@ -368,6 +366,10 @@ fn read_resolver(leader: u32) -> Option<Resolver> {
         if let Ok(t) = std::fs::read_to_string(format!("/proc/{leader}/net/{table}")) {
             udp53.extend(crate::why::dns::udp_listeners(&t, 53));
         }
+    }
+    // Read by PID: kept only if the pinned leader is still that PID's process.
+    if !pinned.leader_alive().ok()? {
+        return None;
     }
     Some(Resolver {
         path,

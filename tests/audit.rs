@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 
-use common::{fails_cleanly, machnet, ok, run, stderr, stdout, testbed, Testbed};
+use common::{fails_cleanly, machnet, ok, run, sh, stderr, stdout, testbed, Testbed};
 use serde_json::Value;
 
 /// The tests here change the sandbox host and machines: one at a time.
@@ -352,48 +352,21 @@ fn nat_is_missing_until_a_masquerade_rule_covers_the_machine() {
 #[test]
 fn a_forward_drop_and_a_missing_nat66_are_found_from_the_real_ruleset() {
     let _h = healthy();
-    host(&["ip", "route", "add", "default", "via", "10.77.1.2"]);
-    host(&["ip", "-6", "route", "add", "default", "via", "fd77:1::2"]);
+    sh("ip route add default via 10.77.1.2
+        ip -6 route add default via fd77:1::2");
     let (_, before) = audit(&["--rule", "forward-dropped"]);
-    host(&["nft", "add", "table", "inet", "machnet_test_drop"]);
-    host(&[
-        "nft",
-        "add",
-        "chain",
-        "inet",
-        "machnet_test_drop",
-        "fw",
-        "{ type filter hook forward priority 0 ; policy drop ; }",
-    ]);
+    sh("nft add table inet machnet_test_drop
+        nft 'add chain inet machnet_test_drop fw { type filter hook forward priority 0 ; policy drop ; }'");
     let (code, dropped) = audit(&["--rule", "forward-dropped"]);
     let (_, nat66) = audit(&["--rule", "nat66-missing"]);
-    host(&["nft", "delete", "table", "inet", "machnet_test_drop"]);
-    host(&["nft", "add", "table", "ip6", "machnet_test_nat6"]);
-    host(&[
-        "nft",
-        "add",
-        "chain",
-        "ip6",
-        "machnet_test_nat6",
-        "post",
-        "{ type nat hook postrouting priority 100 ; }",
-    ]);
-    host(&[
-        "nft",
-        "add",
-        "rule",
-        "ip6",
-        "machnet_test_nat6",
-        "post",
-        "ip6",
-        "saddr",
-        "fd88::/64",
-        "masquerade",
-    ]);
+    sh("nft delete table inet machnet_test_drop
+        nft add table ip6 machnet_test_nat6
+        nft 'add chain ip6 machnet_test_nat6 post { type nat hook postrouting priority 100 ; }'
+        nft add rule ip6 machnet_test_nat6 post ip6 saddr fd88::/64 masquerade");
     let (_, covered) = audit(&["--rule", "nat66-missing"]);
-    host(&["nft", "delete", "table", "ip6", "machnet_test_nat6"]);
-    host(&["ip", "route", "del", "default"]);
-    host(&["ip", "-6", "route", "del", "default"]);
+    sh("nft delete table ip6 machnet_test_nat6
+        ip route del default
+        ip -6 route del default");
     assert!(
         !has(&before, "forward-dropped", "qbittorrent"),
         "{before:?}"

@@ -222,15 +222,6 @@ fn bus_without_machined_says_machined_is_not_running() {
     assert!(err.contains("not running"), "{err}");
 }
 
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn not_root_says_which_capability_is_missing() {
     let _bed = testbed();

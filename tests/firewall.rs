@@ -7,12 +7,6 @@ use std::process::Command;
 
 use common::*;
 
-fn sh(script: &str) -> String {
-    let mut cmd = Command::new("sh");
-    cmd.args(["-ec", script]);
-    ok(run(cmd), script)
-}
-
 /// Tables this test made, deleted when it ends, passing or not.
 struct Tables(u32);
 

@@ -23,12 +23,6 @@ const INET4: &str = "203.0.113.5";
 const INET6: &str = "2001:db8:5::5";
 const PORT: &str = "8080";
 
-fn sh(script: &str) -> String {
-    let mut cmd = Command::new("sh");
-    cmd.args(["-ec", script]);
-    ok(run(cmd), script)
-}
-
 fn sysctl(key: &str) -> String {
     sh(&format!("sysctl -n {key}")).trim().to_string()
 }
@@ -91,7 +85,7 @@ impl Drop for HostState {
 struct Internet {
     ns: ScratchNetns,
     host_link: String,
-    listener: std::process::Child,
+    listener: KillOnDrop,
 }
 
 impl Internet {
@@ -109,32 +103,22 @@ impl Internet {
              ip -n {ns} link set lo up",
             ns = ns.name()
         ));
-        let listener = Command::new("ip")
-            .args(["netns", "exec", ns.name(), "python3", "-c"])
-            .arg(LISTENER)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("listener");
-        let mut internet = Internet {
+        let listener = spawn_ready(
+            Command::new("ip")
+                .args(["netns", "exec", ns.name(), "python3", "-c"])
+                .arg(LISTENER),
+        );
+        Internet {
             ns,
             host_link,
             listener,
-        };
-        // The listener says when it listens.
-        let mut line = String::new();
-        use std::io::BufRead;
-        std::io::BufReader::new(internet.listener.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "listening");
-        internet
+        }
     }
 }
 
 impl Drop for Internet {
     fn drop(&mut self) {
-        let _ = self.listener.kill();
-        let _ = self.listener.wait();
+        let _ = &self.listener; // ended when dropped, after the link below
         let _ = Command::new("ip")
             .args(["link", "del", &self.host_link])
             .status();
@@ -158,6 +142,18 @@ for s in socks:
 print("listening", flush=True)
 threading.Event().wait()
 "#;
+
+/// Starts a server that prints `listening` once it listens, and waits for that line.
+fn spawn_ready(cmd: &mut Command) -> KillOnDrop {
+    let mut server = KillOnDrop(cmd.stdout(Stdio::piped()).spawn().expect("a server"));
+    let mut line = String::new();
+    use std::io::BufRead;
+    std::io::BufReader::new(server.0.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "listening");
+    server
+}
 
 /// Whether a real TCP connect from the machine (its leader's network namespace, or a
 /// named netns) reaches the listener.
@@ -237,9 +233,19 @@ fn mend(target: &str, dest: &str, hop: &str, reason: &str, rounds: usize) {
     panic!("the path is still not open after the printed fixes: {hops:#?}");
 }
 
-/// Forwarding on and the container's subnets masqueraded out of the internet link: the
-/// path from qbittorrent is open.
-fn open_path(state: &mut HostState, internet: &Internet) {
+/// A test's open path from qbittorrent to "the internet": the testbed, the host state
+/// to put back (saving `extra_sysctls` too), the internet namespace, and forwarding on
+/// and the container's subnets masqueraded out of the internet link.
+struct OpenPath {
+    bed: Testbed,
+    state: HostState,
+    internet: Internet,
+}
+
+fn open_path(extra_sysctls: &[&str]) -> OpenPath {
+    let bed = testbed();
+    let state = HostState::save(extra_sysctls);
+    let internet = Internet::new();
     sh("sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1");
     sh(&format!(
         "nft add table ip machnet_test_nat
@@ -250,28 +256,39 @@ fn open_path(state: &mut HostState, internet: &Internet) {
          nft add rule ip6 machnet_test_nat6 post oifname {l} ip6 saddr fd00::/8 masquerade",
         l = internet.host_link
     ));
-    let _ = state;
+    OpenPath {
+        bed,
+        state,
+        internet,
+    }
 }
 
-fn qbittorrent(bed: &Testbed) -> Vec<String> {
+/// Whether a real TCP connect from the qbittorrent container reaches `addr`'s listener.
+fn qb_connects(bed: &Testbed, addr: &str) -> bool {
+    connects(
+        &[
+            "nsenter",
+            "-t",
+            &bed.leader("qbittorrent").to_string(),
+            "-n",
+        ],
+        addr,
+    )
+}
+
+/// The same, retried for a moment (see connects_soon).
+fn qb_connects_soon(bed: &Testbed, addr: &str) -> bool {
     let leader = bed.leader("qbittorrent").to_string();
-    ["nsenter", "-t", &leader, "-n"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    connects_soon(&["nsenter", "-t", &leader, "-n"], addr)
 }
 
-fn args(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
-
-/// The open path itself: every hop ✔, exit 0, and a real connect.
 #[test]
 fn an_open_path_is_all_ticks_and_connects() {
-    let bed = testbed();
-    let mut state = HostState::save(&[]);
-    let internet = Internet::new();
-    open_path(&mut state, &internet);
+    let OpenPath {
+        bed,
+        state: _state,
+        internet: _internet,
+    } = open_path(&[]);
     let (code, hops) = why("qbittorrent", INET4);
     assert_eq!(code, 0, "{hops:#?}");
     let names: Vec<&str> = hops.iter().map(|h| h["hop"].as_str().unwrap()).collect();
@@ -289,7 +306,7 @@ fn an_open_path_is_all_ticks_and_connects() {
             "machine input"
         ]
     );
-    assert!(connects(&args(&qbittorrent(&bed)), INET4));
+    assert!(qb_connects(&bed, INET4));
     // Text: one line a hop, each marked ✔.
     let text = ok(machnet(&["why", "qbittorrent", INET4, PORT]), "why");
     let hop_lines: Vec<&str> = text.lines().filter(|l| !l.starts_with(' ')).collect();
@@ -299,12 +316,13 @@ fn an_open_path_is_all_ticks_and_connects() {
 
 #[test]
 fn forwarding_off_is_named_and_mended() {
-    let bed = testbed();
-    let mut state = HostState::save(&[]);
-    let internet = Internet::new();
-    open_path(&mut state, &internet);
+    let OpenPath {
+        bed,
+        state: _state,
+        internet: _internet,
+    } = open_path(&[]);
     sh("sysctl -qw net.ipv4.ip_forward=0");
-    assert!(!connects(&args(&qbittorrent(&bed)), INET4));
+    assert!(!qb_connects(&bed, INET4));
     mend(
         "qbittorrent",
         INET4,
@@ -312,17 +330,18 @@ fn forwarding_off_is_named_and_mended() {
         "net.ipv4.ip_forward = 0",
         1,
     );
-    assert!(connects(&args(&qbittorrent(&bed)), INET4));
+    assert!(qb_connects(&bed, INET4));
 }
 
 #[test]
 fn no_masquerade_is_named_and_mended() {
-    let bed = testbed();
-    let mut state = HostState::save(&[]);
-    let internet = Internet::new();
-    open_path(&mut state, &internet);
+    let OpenPath {
+        bed,
+        state: _state,
+        internet: _internet,
+    } = open_path(&[]);
     sh("nft delete table ip machnet_test_nat");
-    assert!(!connects(&args(&qbittorrent(&bed)), INET4));
+    assert!(!qb_connects(&bed, INET4));
     mend(
         "qbittorrent",
         INET4,
@@ -330,18 +349,19 @@ fn no_masquerade_is_named_and_mended() {
         "nothing masquerades 10.77.1.2",
         1,
     );
-    assert!(connects(&args(&qbittorrent(&bed)), INET4));
+    assert!(qb_connects(&bed, INET4));
 }
 
 #[test]
 fn a_forward_drop_policy_in_nft_is_quoted_and_mended() {
-    let bed = testbed();
-    let mut state = HostState::save(&[]);
-    let internet = Internet::new();
-    open_path(&mut state, &internet);
+    let OpenPath {
+        bed,
+        state: _state,
+        internet: _internet,
+    } = open_path(&[]);
     sh("nft add table inet machnet_test_filter
         nft 'add chain inet machnet_test_filter forward { type filter hook forward priority filter; policy drop; }'");
-    assert!(!connects(&args(&qbittorrent(&bed)), INET4));
+    assert!(!qb_connects(&bed, INET4));
     let (_, hops) = why("qbittorrent", INET4);
     let failed = failed_hop(&hops).unwrap();
     assert_eq!(
@@ -362,7 +382,7 @@ fn a_forward_drop_policy_in_nft_is_quoted_and_mended() {
     );
     // The way out, then the replies: two fixes.
     mend("qbittorrent", INET4, "forward filter", "dropped", 2);
-    assert!(connects(&args(&qbittorrent(&bed)), INET4));
+    assert!(qb_connects(&bed, INET4));
     let (code, probe) = probe_hop();
     assert_eq!(
         (code, &probe["verdict"]),
@@ -388,15 +408,16 @@ fn probe_hop() -> (Option<i32>, Value) {
 
 #[test]
 fn a_forward_drop_rule_from_iptables_nft_is_quoted_and_mended() {
-    let bed = testbed();
-    let mut state = HostState::save(&[]);
-    let internet = Internet::new();
-    open_path(&mut state, &internet);
+    let OpenPath {
+        bed,
+        mut state,
+        internet: _internet,
+    } = open_path(&[]);
     state
         .undo
         .push("iptables -P FORWARD ACCEPT; iptables -F FORWARD".into());
     sh("iptables -P FORWARD DROP");
-    assert!(!connects(&args(&qbittorrent(&bed)), INET4));
+    assert!(!qb_connects(&bed, INET4));
     let (_, hops) = why("qbittorrent", INET4);
     let failed = failed_hop(&hops).unwrap();
     assert_eq!(
@@ -411,17 +432,18 @@ fn a_forward_drop_rule_from_iptables_nft_is_quoted_and_mended() {
         "{failed:#}"
     );
     mend("qbittorrent", INET4, "forward filter", "dropped", 2);
-    assert!(connects(&args(&qbittorrent(&bed)), INET4));
+    assert!(qb_connects(&bed, INET4));
 }
 
 /// The machine's own firewall: its output chain drops what it sends, then (once that is
 /// mended) its input chain drops the replies.
 #[test]
 fn the_machines_own_firewall_is_read_inside_it_and_mended() {
-    let bed = testbed();
-    let mut state = HostState::save(&[]);
-    let internet = Internet::new();
-    open_path(&mut state, &internet);
+    let OpenPath {
+        bed,
+        mut state,
+        internet: _internet,
+    } = open_path(&[]);
     let leader = bed.leader("qbittorrent");
     state.undo.push(format!(
         "nsenter -t {leader} -n nft delete table inet machnet_test_own"
@@ -432,7 +454,7 @@ fn the_machines_own_firewall_is_read_inside_it_and_mended() {
          nsenter -t {leader} -n nft 'add chain inet machnet_test_own in {{ type filter hook input priority filter; policy drop; }}'
          nsenter -t {leader} -n nft add rule inet machnet_test_own in iifname lo accept"
     ));
-    assert!(!connects(&args(&qbittorrent(&bed)), INET4));
+    assert!(!qb_connects(&bed, INET4));
     let (_, hops) = why("qbittorrent", INET4);
     let failed = failed_hop(&hops).unwrap();
     assert_eq!(failed["namespace"], "qbittorrent", "{failed:#}");
@@ -441,17 +463,18 @@ fn the_machines_own_firewall_is_read_inside_it_and_mended() {
         "{failed:#}"
     );
     mend("qbittorrent", INET4, "machine output", "dropped", 2);
-    assert!(connects(&args(&qbittorrent(&bed)), INET4));
+    assert!(qb_connects(&bed, INET4));
 }
 
 /// Strict rp_filter with an asymmetric route: the host's main table sends 10.77.1.2 out
 /// of the internet link, while replies from there are steered back by a rule on `iif`.
 #[test]
 fn strict_rp_filter_with_an_asymmetric_route_is_named_and_mended() {
-    let bed = testbed();
-    let mut state = HostState::save(&["net.ipv4.conf.ve-qbittorrent.rp_filter"]);
-    let internet = Internet::new();
-    open_path(&mut state, &internet);
+    let OpenPath {
+        bed,
+        mut state,
+        internet,
+    } = open_path(&["net.ipv4.conf.ve-qbittorrent.rp_filter"]);
     let l = &internet.host_link;
     state.undo.push(format!(
         "ip route del 10.77.1.2/32 dev {l}; ip rule del iif {l} lookup 4077; ip route flush table 4077"
@@ -473,40 +496,42 @@ fn strict_rp_filter_with_an_asymmetric_route_is_named_and_mended() {
         "strict rp_filter on ve-qbittorrent",
         1,
     );
-    assert!(connects(&args(&qbittorrent(&bed)), INET4));
+    assert!(qb_connects(&bed, INET4));
 }
 
 #[test]
 fn a_veth_peer_down_is_named_and_mended() {
-    let bed = testbed();
-    let mut state = HostState::save(&[]);
-    let internet = Internet::new();
-    open_path(&mut state, &internet);
+    let OpenPath {
+        bed,
+        mut state,
+        internet: _internet,
+    } = open_path(&[]);
     // Taking a link down drops its IPv6 addresses: the undo puts the testbed's back.
     state.undo.push(
         "ip link set ve-qbittorrent up; ip -6 addr replace fd77:1::1/64 dev ve-qbittorrent nodad"
             .into(),
     );
     sh("ip link set ve-qbittorrent down");
-    assert!(!connects(&args(&qbittorrent(&bed)), INET4));
+    assert!(!qb_connects(&bed, INET4));
     mend("qbittorrent", INET4, "peer", "ve-qbittorrent is down", 1);
-    assert!(connects_soon(&args(&qbittorrent(&bed)), INET4));
+    assert!(qb_connects_soon(&bed, INET4));
 }
 
 #[test]
 fn a_missing_default_route_is_named_and_mended() {
-    let bed = testbed();
-    let mut state = HostState::save(&[]);
-    let internet = Internet::new();
-    open_path(&mut state, &internet);
+    let OpenPath {
+        bed,
+        mut state,
+        internet: _internet,
+    } = open_path(&[]);
     let leader = bed.leader("qbittorrent");
     state.undo.push(format!(
         "nsenter -t {leader} -n ip route replace default via 10.77.1.1 dev host0"
     ));
     sh(&format!("nsenter -t {leader} -n ip route del default"));
-    assert!(!connects(&args(&qbittorrent(&bed)), INET4));
+    assert!(!qb_connects(&bed, INET4));
     mend("qbittorrent", INET4, "route", "no route to 203.0.113.5", 1);
-    assert!(connects(&args(&qbittorrent(&bed)), INET4));
+    assert!(qb_connects(&bed, INET4));
     let table = bed.ip("qbittorrent", &["route", "show", "default"]);
     // machnet's own route, with its protocol number.
     assert_eq!(
@@ -517,10 +542,11 @@ fn a_missing_default_route_is_named_and_mended() {
 
 #[test]
 fn a_gateway_on_no_connected_subnet_is_named_and_mended() {
-    let bed = testbed();
-    let mut state = HostState::save(&[]);
-    let internet = Internet::new();
-    open_path(&mut state, &internet);
+    let OpenPath {
+        bed,
+        mut state,
+        internet: _internet,
+    } = open_path(&[]);
     let leader = bed.leader("qbittorrent");
     state.undo.push(format!(
         "nsenter -t {leader} -n ip route replace default via 10.77.1.1 dev host0"
@@ -528,7 +554,7 @@ fn a_gateway_on_no_connected_subnet_is_named_and_mended() {
     sh(&format!(
         "nsenter -t {leader} -n ip route replace default via 10.77.9.1 dev host0 onlink"
     ));
-    assert!(!connects(&args(&qbittorrent(&bed)), INET4));
+    assert!(!qb_connects(&bed, INET4));
     mend(
         "qbittorrent",
         INET4,
@@ -536,15 +562,16 @@ fn a_gateway_on_no_connected_subnet_is_named_and_mended() {
         "is on no connected subnet",
         1,
     );
-    assert!(connects(&args(&qbittorrent(&bed)), INET4));
+    assert!(qb_connects(&bed, INET4));
 }
 
 #[test]
 fn an_mtu_mismatch_across_the_veth_is_named_and_mended() {
-    let bed = testbed();
-    let mut state = HostState::save(&[]);
-    let internet = Internet::new();
-    open_path(&mut state, &internet);
+    let OpenPath {
+        bed,
+        mut state,
+        internet: _internet,
+    } = open_path(&[]);
     let leader = bed.leader("qbittorrent");
     state.undo.push(format!(
         "ip link set ve-qbittorrent mtu 1500; nsenter -t {leader} -n ip link set host0 mtu 1500"
@@ -554,24 +581,25 @@ fn an_mtu_mismatch_across_the_veth_is_named_and_mended() {
     mend("qbittorrent", INET4, "peer", "MTU mismatch", 1);
     let mtu = |out: Output| stdout(&out).contains("mtu 1400");
     assert!(mtu(bed.ip("qbittorrent", &["link", "show", "host0"])));
-    assert!(connects(&args(&qbittorrent(&bed)), INET4));
+    assert!(qb_connects(&bed, INET4));
 }
 
 /// IPv4 works, IPv6 does not: no IPv6 default route in the container, then IPv6
 /// forwarding off, then no NAT66 for its unique-local address.
 #[test]
 fn an_ipv6_only_gap_is_named_and_mended() {
-    let bed = testbed();
-    let mut state = HostState::save(&[]);
-    let internet = Internet::new();
-    open_path(&mut state, &internet);
+    let OpenPath {
+        bed,
+        mut state,
+        internet: _internet,
+    } = open_path(&[]);
     sh("sysctl -qw net.ipv6.conf.all.forwarding=0; nft delete table ip6 machnet_test_nat6");
     let leader = bed.leader("qbittorrent");
     state.undo.push(format!(
         "nsenter -t {leader} -n ip -6 route del default 2>/dev/null || true"
     ));
-    assert!(connects(&args(&qbittorrent(&bed)), INET4));
-    assert!(!connects(&args(&qbittorrent(&bed)), INET6));
+    assert!(qb_connects(&bed, INET4));
+    assert!(!qb_connects(&bed, INET6));
     let (_, hops) = why("qbittorrent", INET4);
     assert!(failed_hop(&hops).is_none(), "{hops:#?}");
     mend(
@@ -581,17 +609,18 @@ fn an_ipv6_only_gap_is_named_and_mended() {
         "no route to 2001:db8:5::5",
         3,
     );
-    assert!(connects(&args(&qbittorrent(&bed)), INET6));
+    assert!(qb_connects(&bed, INET6));
 }
 
 /// A bridged machine (a netns whose veth's host end is a port of a bridge holding the
 /// gateway): taken off the bridge, it has no way out.
 #[test]
 fn a_veth_peer_off_its_bridge_is_named_and_mended() {
-    let _bed = testbed();
-    let mut state = HostState::save(&[]);
-    let internet = Internet::new();
-    open_path(&mut state, &internet);
+    let OpenPath {
+        bed: _bed,
+        mut state,
+        internet: _internet,
+    } = open_path(&[]);
     let ns = ScratchNetns::new("bridged");
     let (br, port) = (
         format!("bw-{}", std::process::id()),
@@ -709,37 +738,15 @@ while True:
 
 /// A nameserver in "the internet" (203.0.113.5:53) that knows web.test, and says
 /// NXDOMAIN to every other name; ended when dropped.
-struct Nameserver(std::process::Child);
-
-impl Nameserver {
-    fn start(internet: &Internet) -> Nameserver {
-        let mut child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                internet.ns.name(),
-                "python3",
-                "-c",
-                DNS_SERVER,
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("nameserver");
-        let mut line = String::new();
-        use std::io::BufRead;
-        std::io::BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "listening");
-        Nameserver(child)
-    }
-}
-
-impl Drop for Nameserver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn start_nameserver(internet: &Internet) -> KillOnDrop {
+    spawn_ready(Command::new("ip").args([
+        "netns",
+        "exec",
+        internet.ns.name(),
+        "python3",
+        "-c",
+        DNS_SERVER,
+    ]))
 }
 
 /// The container's resolv.conf (through its leader's root) set to `text`, the old one
@@ -776,11 +783,12 @@ fn resolves_inside(leader: u32, name: &str) -> bool {
 
 #[test]
 fn a_name_is_resolved_inside_the_machine_and_walked_to() {
-    let bed = testbed();
-    let mut state = HostState::save(&[]);
-    let internet = Internet::new();
-    let _dns = Nameserver::start(&internet);
-    open_path(&mut state, &internet);
+    let OpenPath {
+        bed,
+        mut state,
+        internet,
+    } = open_path(&[]);
+    let _dns = start_nameserver(&internet);
     let leader = bed.leader("qbittorrent");
     set_machine_resolv_conf(&mut state, leader, "nameserver 203.0.113.5\n");
     let (code, hops) = why("qbittorrent", "web.test");
@@ -804,11 +812,12 @@ fn a_name_is_resolved_inside_the_machine_and_walked_to() {
 /// port 53: the fix points the machine at the host's nameserver.
 #[test]
 fn a_loopback_resolver_with_nothing_behind_it_is_named_and_mended() {
-    let bed = testbed();
-    let mut state = HostState::save(&[]);
-    let internet = Internet::new();
-    let _dns = Nameserver::start(&internet);
-    open_path(&mut state, &internet);
+    let OpenPath {
+        bed,
+        mut state,
+        internet,
+    } = open_path(&[]);
+    let _dns = start_nameserver(&internet);
     // The sandbox host's own resolv.conf names the test's nameserver (a bind mount in
     // the sandbox's mount namespace only).
     let host_conf = std::env::temp_dir().join(format!("why-resolv-{}", std::process::id()));
@@ -832,7 +841,7 @@ fn a_loopback_resolver_with_nothing_behind_it_is_named_and_mended() {
         1,
     );
     assert!(resolves_inside(leader, "web.test"));
-    assert!(connects(&args(&qbittorrent(&bed)), INET4));
+    assert!(qb_connects(&bed, INET4));
 }
 
 /// A port forward (DNAT in the host's nat output chain, as NixOS `forwardPorts` makes
@@ -840,10 +849,11 @@ fn a_loopback_resolver_with_nothing_behind_it_is_named_and_mended() {
 /// container listens on 80.
 #[test]
 fn a_forwarded_port_pointing_at_the_wrong_machine_port_is_named_and_mended() {
-    let bed = testbed();
-    let mut state = HostState::save(&[]);
-    let internet = Internet::new();
-    open_path(&mut state, &internet);
+    let OpenPath {
+        bed,
+        state: _state,
+        internet: _internet,
+    } = open_path(&[]);
     let _listener = listen_in_container(bed.leader("qbittorrent"), 80);
     sh("nft add table ip machnet_test_fwd
         nft 'add chain ip machnet_test_fwd out { type nat hook output priority -100; }'
@@ -884,29 +894,24 @@ fn listen_in_container(leader: u32, port: u16) -> KillOnDrop {
     let script = format!(
         "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('10.77.1.2',{port}))\ns.listen(8)\nprint('listening',flush=True)\nwhile True: s.accept()[0].close()"
     );
-    let mut listener = KillOnDrop(
-        Command::new("nsenter")
-            .args(["-t", &leader.to_string(), "-n", "python3", "-c", &script])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = String::new();
-    use std::io::BufRead;
-    std::io::BufReader::new(listener.0.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "listening");
-    listener
+    spawn_ready(Command::new("nsenter").args([
+        "-t",
+        &leader.to_string(),
+        "-n",
+        "python3",
+        "-c",
+        &script,
+    ]))
 }
 
 /// A host address with no forward to the container: the fix adds one, as printed.
 #[test]
 fn a_host_port_forwarded_nowhere_is_named_and_mended() {
-    let bed = testbed();
-    let mut state = HostState::save(&[]);
-    let internet = Internet::new();
-    open_path(&mut state, &internet);
+    let OpenPath {
+        bed,
+        mut state,
+        internet: _internet,
+    } = open_path(&[]);
     state.undo.push("nft delete table ip nat".into());
     let _listener = listen_in_container(bed.leader("qbittorrent"), 8080);
     assert!(!connects(&["env"], "203.0.113.1"));
@@ -935,16 +940,6 @@ fn a_host_port_forwarded_nowhere_is_named_and_mended() {
     // Straight to the container's own address, no forward needed.
     let out = machnet(&["why", "qbittorrent", "10.77.1.2", PORT, "--from-host"]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
-}
-
-/// A process a test started, killed (by its PID) when the test ends, passing or not.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]

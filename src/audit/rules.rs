@@ -60,13 +60,14 @@ fn is_routable(addr: IpAddr) -> bool {
 }
 
 /// RFC 1918 and ULA: addresses that need NAT to reach beyond the host.
-fn is_private(addr: IpAddr) -> bool {
+pub fn is_private(addr: IpAddr) -> bool {
     match addr {
         IpAddr::V4(a) => a.is_private() || (a.octets()[0] == 100 && a.octets()[1] & 0xc0 == 64),
         IpAddr::V6(a) => (a.segments()[0] & 0xfe00) == 0xfc00,
     }
 }
 
+/// Whether `addr` lies in `net`/`len` (of the same family).
 pub fn prefix_contains(net: IpAddr, len: u8, addr: IpAddr) -> bool {
     match (net, addr) {
         (IpAddr::V4(n), IpAddr::V4(a)) => {
@@ -527,7 +528,7 @@ pub fn host_forwarding_off(survey: &Survey) -> Vec<Finding> {
 }
 
 pub fn nat_missing(survey: &Survey) -> Vec<Finding> {
-    let Some(rules) = &survey.masquerade else {
+    let Some(rules) = survey.firewall.as_ref().map(|f| f.masquerades()) else {
         return Vec::new();
     };
     // Beyond the host: only if the host itself has somewhere to send traffic.
@@ -683,17 +684,14 @@ fn outbound_packets(
         };
         out.push((
             m,
-            crate::why::firewall::Packet {
-                iifname: ingress.ifname.clone(),
-                oifname: egress.to_string(),
-                saddr: src,
-                daddr: outside,
-                l4proto: 6,
-                sport: Some(40000),
-                dport: Some(443),
-                ct_state: "new",
-                daddr_is_local: false,
-            },
+            crate::why::firewall::Packet::new_flow(
+                &ingress.ifname,
+                egress,
+                src,
+                outside,
+                6,
+                Some(443),
+            ),
         ));
     }
     out
@@ -963,7 +961,6 @@ mod tests {
             firewall: None,
             host: Namespace::default(),
             forwarding: Forwarding::default(),
-            masquerade: None,
             machines,
         }
     }

@@ -45,7 +45,7 @@ pub async fn run(args: AuditArgs) -> Result<i32> {
             audit::sort(&mut findings);
         }
     }
-    if survey.masquerade.is_none() && selected.contains(&"nat-missing") && !args.prometheus {
+    if survey.firewall.is_none() && selected.contains(&"nat-missing") && !args.prometheus {
         eprintln!("machnet: note: nft is not available, so nat-missing was not checked");
     }
 

@@ -7,20 +7,13 @@ use std::net::IpAddr;
 use crate::cli::FirewallArgs;
 use crate::error::{Error, Result};
 use crate::link;
-use crate::why::firewall::RuleRef;
+use crate::why::firewall::{parse_json, run_nft, RuleRef};
 
 pub async fn run(args: FirewallArgs) -> Result<i32> {
     let namespace = super::pin(&args.target).await?;
-    let own = |format: &[&str]| -> Result<Vec<u8>> {
-        let out = namespace.output("nft", format)?;
-        if !out.status.success() {
-            return Err(Error::Other(format!(
-                "{}: nft says: {}",
-                namespace.label,
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        Ok(out.stdout)
+    let own = |args: &[&str]| {
+        run_nft(args, Some(&namespace))
+            .map_err(|e| Error::Other(format!("{}: {e}", namespace.label)))
     };
     let mut sock = namespace.open_netlink()?;
     let links = link::links_with_addresses(&mut sock)?;
@@ -40,12 +33,7 @@ pub async fn run(args: FirewallArgs) -> Result<i32> {
     let concerning = host.rules_concerning(&names, &addrs);
 
     let out = if args.json {
-        let ruleset: serde_json::Value = match own(&["-j", "list", "ruleset"])? {
-            j if j.iter().all(u8::is_ascii_whitespace) => serde_json::json!({ "nftables": [] }),
-            j => serde_json::from_slice(&j).map_err(|e| {
-                Error::Other(format!("nft -j printed what machnet cannot read: {e}"))
-            })?,
-        };
+        let ruleset = parse_json(&own(&["-j", "list", "ruleset"])?).map_err(Error::Other)?;
         let host_rules: Vec<serde_json::Value> = concerning
             .iter()
             .map(|(r, why)| rule_json(r, why))

@@ -242,15 +242,25 @@ impl PinnedNamespace {
         std::fs::metadata("/proc/thread-self/ns/net").is_ok_and(|m| m.ino() == self.inode)
     }
 
-    /// A UDP socket bound to `bind` inside this namespace (made on a thread of its own
-    /// that enters it and ends): what a resolver inside the machine would send from.
-    pub fn udp_socket(&self, bind: std::net::SocketAddr) -> Result<std::net::UdpSocket> {
+    /// Runs `work` on a thread of its own that first enters this namespace, and ends with
+    /// it (see on_a_thread_of_its_own): for a socket made or a file read inside.
+    fn inside<T: Send>(
+        &self,
+        name: &str,
+        work: impl FnOnce() -> io::Result<T> + Send,
+    ) -> Result<io::Result<T>> {
         let netns = self.netns.as_fd();
-        let made = on_a_thread_of_its_own("machnet-udp", move || -> io::Result<_> {
+        on_a_thread_of_its_own(name, move || {
             nix::sched::setns(netns, CloneFlags::CLONE_NEWNET)?;
-            std::net::UdpSocket::bind(bind)
-        })?;
-        made.map_err(|e| Error::io(format!("{}: making a UDP socket inside", self.label), e))
+            work()
+        })
+    }
+
+    /// A UDP socket bound to `bind` inside this namespace: what a resolver inside the
+    /// machine would send from.
+    pub fn udp_socket(&self, bind: std::net::SocketAddr) -> Result<std::net::UdpSocket> {
+        self.inside("machnet-udp", move || std::net::UdpSocket::bind(bind))?
+            .map_err(|e| Error::io(format!("{}: making a UDP socket inside", self.label), e))
     }
 
     /// A TCP connect from inside this namespace, waiting at most `timeout`: what a program
@@ -260,11 +270,21 @@ impl PinnedNamespace {
         to: std::net::SocketAddr,
         timeout: std::time::Duration,
     ) -> Result<io::Result<()>> {
-        let netns = self.netns.as_fd();
-        on_a_thread_of_its_own("machnet-tcp", move || -> io::Result<()> {
-            nix::sched::setns(netns, CloneFlags::CLONE_NEWNET)?;
+        self.inside("machnet-tcp", move || {
             std::net::TcpStream::connect_timeout(&to, timeout).map(drop)
         })
+    }
+
+    /// A file of /proc/net as seen from inside this namespace (`udp`, `tcp6`, ...).
+    pub fn read_proc_net(&self, file: &str) -> Result<String> {
+        let path = format!("/proc/thread-self/net/{file}");
+        self.inside("machnet-procnet", || std::fs::read_to_string(&path))?
+            .map_err(|e| {
+                Error::io(
+                    format!("{}: reading /proc/net/{file} inside", self.label),
+                    e,
+                )
+            })
     }
 
     /// The namespace fd itself, for requests that name a namespace by fd (RTM_GETNSID).

@@ -488,13 +488,7 @@ impl Emitter<'_> {
         self.open_array("flags");
         for (bit, word) in ROUTE_FLAGS {
             if flags & bit != 0 {
-                if self.json() {
-                    self.separator();
-                    write_json_str(self.out, word);
-                } else {
-                    self.raw(word);
-                    self.raw(" ");
-                }
+                self.array_string(word);
             }
         }
         self.close_array();

@@ -686,7 +686,8 @@ pub fn parse_prefix(text: &str, family: u8) -> Result<Prefix, String> {
     })
 }
 
-fn mask(addr: IpAddr, len: u8) -> IpAddr {
+/// `addr` with its host bits cleared for a prefix of `len` (at most the family's width).
+pub fn mask(addr: IpAddr, len: u8) -> IpAddr {
     match addr {
         IpAddr::V4(a) => {
             let bits = u32::from(a);

@@ -34,6 +34,14 @@ pub fn resolv_conf(namespace: &PinnedNamespace, netns_name: Option<&str>) -> Res
     };
     let text =
         std::fs::read_to_string(&path).map_err(|e| Error::io(format!("reading {path}"), e))?;
+    // Read by PID: only the pinned leader's if it is still alive now (a PID reused since
+    // pinning would have handed over another process's file).
+    if namespace.leader().is_some() && !namespace.leader_alive()? {
+        return Err(Error::StaleMachine(format!(
+            "{}: its leader exited while machnet read its resolv.conf",
+            namespace.label
+        )));
+    }
     Ok(ResolvConf {
         nameservers: nameservers(&text),
         path,
@@ -57,8 +65,13 @@ pub fn nameservers(text: &str) -> Vec<IpAddr> {
 /// UDP addresses something listens on at port 53 in the namespace (`/proc/net/udp*`
 /// read from inside it).
 pub fn listening_on_53(namespace: &PinnedNamespace) -> Result<Vec<IpAddr>> {
-    let out = namespace.output("cat", &["/proc/net/udp", "/proc/net/udp6"])?;
-    Ok(udp_listeners(&String::from_utf8_lossy(&out.stdout), 53))
+    let mut bound = udp_listeners(&namespace.read_proc_net("udp")?, 53);
+    // (A kernel without IPv6 has no udp6.)
+    bound.extend(udp_listeners(
+        &namespace.read_proc_net("udp6").unwrap_or_default(),
+        53,
+    ));
+    Ok(bound)
 }
 
 /// Local addresses of /proc/net/udp{,6} lines bound to `port` (hex, little-endian
@@ -206,9 +219,15 @@ pub fn dns_hops(
     // silence or a refusal; NXDOMAIN or "no address" is an answer.
     let mut failures = Vec::new();
     let mut loopback_only = true;
+    let private = namespace.isolation == crate::netns::Isolation::Private;
+    // What listens on 53 inside, read once, when a loopback nameserver asks for it.
+    let mut bound: Option<Vec<IpAddr>> = None;
     for &server in conf.nameservers.iter().take(3) {
-        let private = namespace.isolation == crate::netns::Isolation::Private;
-        if server.is_loopback() && private && !serves(&listening_on_53(namespace)?, server) {
+        if server.is_loopback() && private && bound.is_none() {
+            bound = Some(listening_on_53(namespace)?);
+        }
+        let unserved = bound.as_ref().is_some_and(|b| !serves(b, server));
+        if server.is_loopback() && private && unserved {
             failures.push(format!(
                 "nameserver {server} ({}) is on the machine's own loopback, and nothing \
                  listens on port 53 there",

@@ -29,6 +29,49 @@ pub struct Packet {
     pub daddr_is_local: bool,
 }
 
+/// The source port the packets asked about come from: any ephemeral one, for rules
+/// that match on it.
+pub const EPHEMERAL_PORT: u16 = 40000;
+
+impl Packet {
+    /// The first packet of a flow (ct state new) from an ephemeral port.
+    pub fn new_flow(
+        iifname: &str,
+        oifname: &str,
+        saddr: IpAddr,
+        daddr: IpAddr,
+        l4proto: u8,
+        dport: Option<u16>,
+    ) -> Packet {
+        Packet {
+            iifname: iifname.to_string(),
+            oifname: oifname.to_string(),
+            saddr,
+            daddr,
+            l4proto,
+            sport: Some(EPHEMERAL_PORT),
+            dport,
+            ct_state: "new",
+            daddr_is_local: false,
+        }
+    }
+
+    /// The flow's reply: the other way through the same devices, ct state established.
+    pub fn reply(&self) -> Packet {
+        Packet {
+            iifname: self.oifname.clone(),
+            oifname: self.iifname.clone(),
+            saddr: self.daddr,
+            daddr: self.saddr,
+            l4proto: self.l4proto,
+            sport: self.dport,
+            dport: self.sport,
+            ct_state: "established",
+            daddr_is_local: false,
+        }
+    }
+}
+
 /// Where a rule sits, and its text as `nft -a list ruleset` prints it (when known).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleRef {
@@ -103,6 +146,14 @@ enum Truth {
     Unknown(String),
 }
 
+/// A rule as one packet meets it (Ruleset::met).
+enum Met<'a> {
+    /// The packet matches it: its statements run.
+    Applies(RuleRef, &'a [Value]),
+    /// It may decide the packet, and its matches cannot be judged.
+    MayDecide(RuleRef, String),
+}
+
 /// A nat chain's outcome for the packet.
 enum NatOutcome {
     Decided(Nat),
@@ -120,7 +171,50 @@ enum Outcome {
     Unknown(RuleRef, String),
 }
 
+/// `nft ARGS` on the host (None: machnet's own namespace) or in a namespace: its stdout,
+/// or what went wrong in nft's words.
+pub fn run_nft(
+    args: &[&str],
+    namespace: Option<&crate::netns::PinnedNamespace>,
+) -> Result<Vec<u8>, String> {
+    let output = match namespace {
+        Some(ns) => ns.output("nft", args).map_err(|e| e.to_string()),
+        None => std::process::Command::new("nft")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| format!("nft: {e}")),
+    }?;
+    if output.status.success() {
+        Ok(output.stdout)
+    } else {
+        Err(format!(
+            "nft says: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+/// What `nft -j` printed, as JSON; an empty ruleset prints nothing at all.
+pub fn parse_json(printed: &[u8]) -> Result<Value, String> {
+    if printed.iter().all(u8::is_ascii_whitespace) {
+        return Ok(serde_json::json!({ "nftables": [] }));
+    }
+    serde_json::from_slice(printed)
+        .map_err(|e| format!("nft -j printed what machnet cannot read: {e}"))
+}
+
 impl Ruleset {
+    /// The ruleset of the host (None) or of a namespace: JSON to judge, `-a` text to quote.
+    pub fn read(namespace: Option<&crate::netns::PinnedNamespace>) -> Result<Ruleset, String> {
+        let read = |args: &[&str]| {
+            run_nft(args, namespace).map_err(|e| format!("firewall was not read: {e}"))
+        };
+        let json = parse_json(&read(&["-j", "list", "ruleset"])?)?;
+        let text = read(&["-a", "list", "ruleset"])?;
+        Ok(Ruleset::parse(&json, &String::from_utf8_lossy(&text)))
+    }
+
     /// `json` is `nft -j list ruleset`; `text` is `nft -a list ruleset` (for quoting rules;
     /// may be empty).
     pub fn parse(json: &Value, text: &str) -> Ruleset {
@@ -165,6 +259,11 @@ impl Ruleset {
             }
         }
         Nat::NotCovered
+    }
+
+    /// The source prefixes its masquerade/snat rules cover (crate::nat, for audit).
+    pub fn masquerades(&self) -> Vec<crate::survey::Masquerade> {
+        crate::nat::masquerades(&self.items)
     }
 
     /// Rules that match an interface name ending in `+`: iptables' wildcard, which nft
@@ -259,10 +358,10 @@ impl Ruleset {
     /// Whether a `type nat` chain on `hook` ("prerouting", "output") DNATs the packet.
     pub fn destination_nat(&self, hook: &str, packet: &Packet) -> Dnat {
         for chain in self.base_chains("nat", hook, packet.daddr) {
-            for rule in self.rules(&chain.family, &chain.table, &chain.name) {
-                let reference = self.rule_ref(rule);
-                let Some(exprs) = rule.get("expr").and_then(Value::as_array) else {
-                    continue;
+            for met in self.met(&chain, &chain.name, packet) {
+                let (reference, exprs) = match met {
+                    Met::MayDecide(reference, why) => return Dnat::Unknown(reference, why),
+                    Met::Applies(reference, exprs) => (reference, exprs),
                 };
                 let Some(dnat) = exprs.iter().find_map(|e| e.get("dnat")) else {
                     let ends = exprs.iter().any(|e| {
@@ -270,24 +369,17 @@ impl Ruleset {
                             || e.get("return").is_some()
                             || e.get("drop").is_some()
                     });
-                    match self.matches(exprs, &reference.text, packet) {
-                        Truth::No => continue,
-                        _ if !may_decide(exprs) => continue,
-                        // The chain ends here for this packet, without DNAT.
-                        Truth::Yes if ends => break,
-                        _ => {
-                            let why = "a rule before any dnat that may decide (a jump, a \
-                                       redirect, a map) is not followed"
-                                .to_string();
-                            return Dnat::Unknown(reference, why);
-                        }
+                    if ends {
+                        break; // the chain ends here for this packet, without DNAT
                     }
+                    if may_decide(exprs) {
+                        let why = "a rule before any dnat that may decide (a jump, a redirect, \
+                                   a map) is not followed"
+                            .to_string();
+                        return Dnat::Unknown(reference, why);
+                    }
+                    continue;
                 };
-                match self.matches(exprs, &reference.text, packet) {
-                    Truth::No => continue,
-                    Truth::Unknown(why) => return Dnat::Unknown(reference, why),
-                    Truth::Yes => {}
-                }
                 let addr = dnat
                     .get("addr")
                     .and_then(Value::as_str)
@@ -320,21 +412,13 @@ impl Ruleset {
             let why = "chains nest too deep".to_string();
             return NatOutcome::Decided(Nat::Unknown(self.policy_ref(base), why));
         }
-        for rule in self.rules(&base.family, &base.table, name) {
-            let reference = self.rule_ref(rule);
-            let Some(exprs) = rule.get("expr").and_then(Value::as_array) else {
-                continue;
-            };
-            match self.matches(exprs, &reference.text, packet) {
-                Truth::No => continue,
-                Truth::Unknown(why) => {
-                    if may_decide(exprs) {
-                        return NatOutcome::Decided(Nat::Unknown(reference, why));
-                    }
-                    continue;
+        for met in self.met(base, name, packet) {
+            let (reference, exprs) = match met {
+                Met::MayDecide(reference, why) => {
+                    return NatOutcome::Decided(Nat::Unknown(reference, why))
                 }
-                Truth::Yes => {}
-            }
+                Met::Applies(reference, exprs) => (reference, exprs),
+            };
             for e in exprs {
                 if e.get("masquerade").is_some() || e.get("snat").is_some() {
                     return NatOutcome::Decided(Nat::Masqueraded(reference));
@@ -371,21 +455,11 @@ impl Ruleset {
         if depth > 16 {
             return Outcome::Unknown(self.policy_ref(base), "chains nest too deep".into());
         }
-        for rule in self.rules(&base.family, &base.table, name) {
-            let reference = self.rule_ref(rule);
-            let Some(exprs) = rule.get("expr").and_then(Value::as_array) else {
-                continue;
+        for met in self.met(base, name, packet) {
+            let (reference, exprs) = match met {
+                Met::MayDecide(reference, why) => return Outcome::Unknown(reference, why),
+                Met::Applies(reference, exprs) => (reference, exprs),
             };
-            match self.matches(exprs, &reference.text, packet) {
-                Truth::No => continue,
-                Truth::Unknown(why) => {
-                    if may_decide(exprs) {
-                        return Outcome::Unknown(reference, why);
-                    }
-                    continue;
-                }
-                Truth::Yes => {}
-            }
             for e in exprs {
                 if e.get("accept").is_some() {
                     return Outcome::Accept(reference);
@@ -408,6 +482,29 @@ impl Ruleset {
             }
         }
         Outcome::FallThrough
+    }
+
+    /// The rules of chain `name` (in `base`'s table) as the packet meets them, in order:
+    /// those it matches, and those that may decide but whose matches cannot be judged.
+    /// Rules it does not match, and unjudged ones that cannot decide, are left out.
+    fn met<'a>(
+        &'a self,
+        base: &'a Chain,
+        name: &'a str,
+        packet: &'a Packet,
+    ) -> impl Iterator<Item = Met<'a>> + 'a {
+        self.rules(&base.family, &base.table, name)
+            .filter_map(move |rule| {
+                let reference = self.rule_ref(rule);
+                let exprs = rule.get("expr").and_then(Value::as_array)?;
+                match self.matches(exprs, &reference.text, packet) {
+                    Truth::No => None,
+                    Truth::Unknown(why) => {
+                        may_decide(exprs).then_some(Met::MayDecide(reference, why))
+                    }
+                    Truth::Yes => Some(Met::Applies(reference, exprs)),
+                }
+            })
     }
 
     /// Every match of a rule, in order: the first No wins, then the first Unknown.
@@ -756,7 +853,7 @@ fn single_holds(right: &Value, value: &Field) -> Result<bool, String> {
                     .and_then(|a| a.parse().ok())
                     .ok_or_else(|| format!("the prefix {prefix}"))?;
                 let len = prefix.get("len").and_then(Value::as_u64).unwrap_or(0) as u8;
-                return Ok(crate::why::in_prefix(*addr, net, len));
+                return Ok(crate::why::prefix_contains(net, len, *addr));
             }
             if let Some(range) = right.get("range").and_then(Value::as_array) {
                 let bounds: Option<Vec<IpAddr>> = range

@@ -5,13 +5,11 @@
 
 use std::net::IpAddr;
 
-use super::firewall::{Dnat, Packet};
-use super::walk::{
-    first_address, fix, holds, judge_filter, read_ruleset, route_get, run_nft, FilterAt, Walk,
-};
+use super::firewall::{Dnat, Packet, Ruleset};
+use super::walk::{first_address, fix, holds, judge_filter, route_get, FilterAt, HostView, Walk};
 use super::{Hop, Question, Verdict};
 use crate::error::Result;
-use crate::link::{self, LinkNames};
+use crate::link;
 use crate::netns::PinnedNamespace;
 use crate::route::get::GetOptions;
 
@@ -26,14 +24,11 @@ pub fn walk_from_host(
     let dest = question.dest;
     let mut machine_sock = namespace.open_netlink()?;
     let machine_links = link::links_with_addresses(&mut machine_sock)?;
-    let host = crate::netns::pin_own()?;
-    let mut host_sock = host.open_netlink()?;
-    let host_links = link::links_with_addresses(&mut host_sock)?;
-    let host_names = LinkNames::from_links(&host_links);
-    let is_local = host_links.iter().any(|l| holds(l, dest));
+    let mut host = HostView::read()?;
+    let is_local = host.links.iter().any(|l| holds(l, dest));
 
     // 1. A forwarded port: the host's nat output chain (a host process's packets).
-    let host_rules = match read_ruleset(|args| run_nft(args, None)) {
+    let host_rules = match Ruleset::read(None) {
         Ok(r) => Some(r),
         Err(why) => {
             w.hop(
@@ -48,17 +43,8 @@ pub fn walk_from_host(
     let mut target = (dest, question.dport);
     let mut forward_rule = None;
     if let Some(rules) = &host_rules {
-        let packet = Packet {
-            iifname: String::new(),
-            oifname: String::new(),
-            saddr: dest,
-            daddr: dest,
-            l4proto: question.proto,
-            sport: Some(40000),
-            dport: question.dport,
-            ct_state: "new",
-            daddr_is_local: is_local,
-        };
+        let mut packet = Packet::new_flow("", "", dest, dest, question.proto, question.dport);
+        packet.daddr_is_local = is_local;
         match rules.destination_nat("output", &packet) {
             Dnat::To(rule, addr, _) if addr.is_loopback() => {
                 let reason = format!(
@@ -129,7 +115,7 @@ pub fn walk_from_host(
     };
 
     // 2. The host's route to the machine's address.
-    let peers = crate::peer::host_peers(namespace, &machine_links)?;
+    let peers = host.peers(namespace, &machine_links)?;
     let peer = machine_links
         .iter()
         .position(|l| l.ifindex == mlink.ifindex)
@@ -143,9 +129,9 @@ pub fn walk_from_host(
         return Ok(w.hops);
     };
     let side = peer.master.clone().unwrap_or_else(|| peer.ifname.clone());
-    match route_get(&mut host_sock, &host_names, addr, &GetOptions::default())? {
+    match route_get(&mut host.sock, &host.names, addr, &GetOptions::default())? {
         Ok(d)
-            if d.oif.map(|i| host_names.name(i).into_owned()).as_deref() == Some(side.as_str()) =>
+            if d.oif.map(|i| host.names.name(i).into_owned()).as_deref() == Some(side.as_str()) =>
         {
             w.hop(
                 "host route",
@@ -157,7 +143,7 @@ pub fn walk_from_host(
         Ok(d) => {
             let by = d
                 .oif
-                .map_or_else(|| "nowhere".into(), |i| host_names.name(i).into_owned());
+                .map_or_else(|| "nowhere".into(), |i| host.names.name(i).into_owned());
             let reason = format!("the host's route to {addr} leaves by {by}, not {side}");
             w.fail("host route", ".host", reason, None);
             return Ok(w.hops);
@@ -170,32 +156,22 @@ pub fn walk_from_host(
     }
 
     // 3. The machine's own input chain.
-    let machine_rules = read_ruleset(|args| run_nft(args, Some(namespace)));
-    let packet = Packet {
-        iifname: mlink.ifname.clone(),
-        oifname: String::new(),
-        // A host process connecting to a host address keeps that address as its source
-        // through the DNAT; one connecting to the machine's own address sends from the
-        // host end.
-        saddr: if is_local {
-            dest
-        } else {
-            first_address(
-                host_links
-                    .iter()
-                    .find(|l| l.ifname == side)
-                    .unwrap_or(mlink),
-                addr.is_ipv6(),
-            )
-            .unwrap_or(dest)
-        },
-        daddr: addr,
-        l4proto: question.proto,
-        sport: Some(40000),
-        dport: port,
-        ct_state: "new",
-        daddr_is_local: true,
+    let machine_rules = Ruleset::read(Some(namespace));
+    // A host process connecting to a host address keeps that address as its source
+    // through the DNAT; one connecting to the machine's own address sends from the host
+    // end.
+    let host_end = host
+        .links
+        .iter()
+        .find(|l| l.ifname == side)
+        .unwrap_or(mlink);
+    let source = if is_local {
+        dest
+    } else {
+        first_address(host_end, addr.is_ipv6()).unwrap_or(dest)
     };
+    let mut packet = Packet::new_flow(&mlink.ifname, "", source, addr, question.proto, port);
+    packet.daddr_is_local = true;
     match &machine_rules {
         Ok(rules) => {
             let at = FilterAt {
@@ -310,8 +286,9 @@ fn proto_name(proto: u8) -> &'static str {
 
 /// TCP sockets in LISTEN in the namespace: (local address, port).
 fn tcp_listeners(namespace: &PinnedNamespace) -> Result<Vec<(IpAddr, u16)>> {
-    let out = namespace.output("cat", &["/proc/net/tcp", "/proc/net/tcp6"])?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    // (A kernel without IPv6 has no tcp6.)
+    let text =
+        namespace.read_proc_net("tcp")? + &namespace.read_proc_net("tcp6").unwrap_or_default();
     Ok(text
         .lines()
         .filter(|l| l.split_whitespace().nth(3) == Some("0A"))

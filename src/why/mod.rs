@@ -18,12 +18,14 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
+pub use crate::audit::rules::prefix_contains;
+
 pub use inbound::walk_from_host;
 pub use walk::walk;
 
 /// The host's nftables ruleset (machnet's own namespace).
 pub fn host_ruleset() -> std::result::Result<firewall::Ruleset, String> {
-    walk::read_ruleset(|args| walk::run_nft(args, None))
+    firewall::Ruleset::read(None)
 }
 
 /// A hop's outcome.
@@ -82,42 +84,19 @@ pub fn exit_code(hops: &[Hop]) -> i32 {
     }
 }
 
-/// Whether `addr` lies in `net`/`len`.
-pub fn in_prefix(addr: IpAddr, net: IpAddr, len: u8) -> bool {
-    match (addr, net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let len = u32::from(len.min(32));
-            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-            u32::from(a) & mask == u32::from(n) & mask
-        }
-        (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let len = u32::from(len.min(128));
-            let mask = if len == 0 {
-                0
-            } else {
-                u128::MAX << (128 - len)
-            };
-            u128::from(a) & mask == u128::from(n) & mask
-        }
-        _ => false,
-    }
-}
-
 /// Addresses that the wider internet does not route back: RFC 1918, shared address space
 /// (RFC 6598), link-local, and IPv6 unique-local. A packet from one of them to anything
 /// else needs source NAT on the way out.
 pub fn is_private(addr: IpAddr) -> bool {
-    let v4 = [
-        ("10.0.0.0", 8),
-        ("172.16.0.0", 12),
-        ("192.168.0.0", 16),
-        ("100.64.0.0", 10),
-        ("169.254.0.0", 16),
-    ];
-    let v6 = [("fc00::", 7), ("fe80::", 10)];
-    v4.iter()
-        .chain(v6.iter())
-        .any(|(net, len)| in_prefix(addr, net.parse().unwrap(), *len))
+    let link_local: IpAddr = if addr.is_ipv4() {
+        "169.254.0.0"
+    } else {
+        "fe80::"
+    }
+    .parse()
+    .unwrap();
+    let len = if addr.is_ipv4() { 16 } else { 10 };
+    crate::audit::rules::is_private(addr) || prefix_contains(link_local, len, addr)
 }
 
 #[cfg(test)]
@@ -127,11 +106,12 @@ mod tests {
     #[test]
     fn prefixes_and_private_ranges() {
         let a = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert!(in_prefix(a("10.77.1.2"), a("10.77.1.0"), 24));
-        assert!(!in_prefix(a("10.77.2.2"), a("10.77.1.0"), 24));
-        assert!(in_prefix(a("fd77:1::2"), a("fd77:1::"), 64));
-        assert!(in_prefix(a("1.2.3.4"), a("0.0.0.0"), 0));
-        assert!(!in_prefix(a("1.2.3.4"), a("::"), 0));
+        assert!(prefix_contains(a("10.77.1.0"), 24, a("10.77.1.2")));
+        assert!(!prefix_contains(a("10.77.1.0"), 24, a("10.77.2.2")));
+        assert!(prefix_contains(a("fd77:1::"), 64, a("fd77:1::2")));
+        assert!(prefix_contains(a("0.0.0.0"), 0, a("1.2.3.4")));
+        assert!(!prefix_contains(a("::"), 0, a("1.2.3.4")));
+        assert!(is_private(a("169.254.1.1")) && is_private(a("fe80::1")));
         assert!(
             is_private(a("10.0.0.1")) && is_private(a("fd00::1")) && is_private(a("100.64.0.1"))
         );

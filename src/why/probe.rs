@@ -12,6 +12,7 @@ use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use super::firewall::run_nft;
 use super::{Hop, Verdict};
 use crate::error::{Error, Result};
 use crate::netns::PinnedNamespace;
@@ -27,17 +28,6 @@ struct ProbeTable<'a> {
 }
 
 impl ProbeTable<'_> {
-    fn nft(&self, args: &[&str]) -> Result<std::process::Output> {
-        match self.namespace {
-            Some(ns) => ns.output("nft", args),
-            None => std::process::Command::new("nft")
-                .args(args)
-                .stdin(std::process::Stdio::null())
-                .output()
-                .map_err(|e| Error::io("running nft", e)),
-        }
-    }
-
     fn create(namespace: Option<&PinnedNamespace>, dest: IpAddr) -> Result<ProbeTable<'_>> {
         let table = ProbeTable {
             namespace,
@@ -54,22 +44,16 @@ impl ProbeTable<'_> {
         );
         let path = std::env::temp_dir().join(format!("{name}-{}.nft", namespace.is_some()));
         std::fs::write(&path, script).map_err(|e| Error::io("writing the probe's nft table", e))?;
-        let out = table.nft(&["-f", path.to_str().unwrap_or_default()]);
+        let made = run_nft(&["-f", path.to_str().unwrap_or_default()], namespace);
         let _ = std::fs::remove_file(&path);
-        let out = out?;
-        if !out.status.success() {
-            return Err(Error::Other(format!(
-                "the probe's trace table was refused: nft says: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
+        made.map_err(|e| Error::Other(format!("the probe's trace table was refused: {e}")))?;
         Ok(table)
     }
 }
 
 impl Drop for ProbeTable<'_> {
     fn drop(&mut self) {
-        let _ = self.nft(&["delete", "table", "inet", &self.name]);
+        let _ = run_nft(&["delete", "table", "inet", &self.name], self.namespace);
     }
 }
 

@@ -4,10 +4,11 @@
 
 use std::net::IpAddr;
 
-use super::firewall::{Filter, Nat, Packet, Ruleset};
-use super::{in_prefix, is_private, Fix, Hop, Question, Verdict};
+use super::firewall::{Filter, Nat, Packet, Ruleset, EPHEMERAL_PORT};
+use super::{is_private, prefix_contains, Fix, Hop, Question, Verdict};
 use crate::error::{Error, Result};
 use crate::link::{self, Link, LinkNames};
+use crate::link_brief::Peer;
 use crate::netlink::NetlinkSocket;
 use crate::netns::PinnedNamespace;
 use crate::route::get::{self, GetOptions, RTM_GETROUTE};
@@ -70,9 +71,42 @@ pub(super) fn fix(command: String, nixos: Option<String>) -> Option<Fix> {
     Some(Fix { command, nixos })
 }
 
+/// The host's side of a walk, read once: its namespace, a socket in it, its links.
+pub(super) struct HostView {
+    pub(super) ns: PinnedNamespace,
+    pub(super) sock: NetlinkSocket,
+    pub(super) links: Vec<Link>,
+    pub(super) names: LinkNames,
+}
+
+impl HostView {
+    pub(super) fn read() -> Result<HostView> {
+        let ns = crate::netns::pin_own()?;
+        let mut sock = ns.open_netlink()?;
+        let links = link::links_with_addresses(&mut sock)?;
+        let names = LinkNames::from_links(&links);
+        Ok(HostView {
+            ns,
+            sock,
+            links,
+            names,
+        })
+    }
+
+    /// The host ends of a machine's `links` (crate::peer), from the links read here.
+    pub(super) fn peers(
+        &mut self,
+        namespace: &PinnedNamespace,
+        links: &[Link],
+    ) -> Result<Vec<Option<Peer>>> {
+        crate::peer::host_peers_among(&mut self.sock, &self.links, namespace, links)
+    }
+}
+
 /// Walks the path from `machine` (pinned as `namespace`) to the question's destination.
 pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> Result<Vec<Hop>> {
     let mut w = Walk { hops: Vec::new() };
+    let mut host = HostView::read()?;
     let mut sock = namespace.open_netlink()?;
     let links = link::links_with_addresses(&mut sock)?;
     let names = LinkNames::from_links(&links);
@@ -84,7 +118,7 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
     let decision = match route_get(&mut sock, &names, dest, &options(question))? {
         Ok(d) => d,
         Err(says) => {
-            let gateway = host_side_gateway(namespace, &links, v6)?;
+            let gateway = host_side_gateway(&mut host, namespace, &links, v6)?;
             let fix_line = gateway.as_ref().map(|(dev, gw)| {
                 format!("machnet route add {machine}{family_flag} default via {gw} dev {dev}")
             });
@@ -118,7 +152,10 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
         w.fail(
             "route",
             machine,
-            format!("{dest} matches a {} route", kind_name(decision.kind)),
+            format!(
+                "{dest} matches a {} route",
+                crate::route::names::route_type(decision.kind)
+            ),
             None,
         );
         return Ok(w.hops);
@@ -159,7 +196,7 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
     );
 
     // The machine's own firewall, on the way out.
-    let machine_rules = match read_ruleset(|args| run_nft(args, Some(namespace))) {
+    let machine_rules = match Ruleset::read(Some(namespace)) {
         Ok(r) => Some(r),
         Err(why) => {
             let reason = format!("the machine's {why}");
@@ -168,17 +205,7 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
         }
     };
     if let Some(rules) = &machine_rules {
-        let out = Packet {
-            iifname: String::new(),
-            oifname: oif.ifname.clone(),
-            saddr: src,
-            daddr: dest,
-            l4proto: question.proto,
-            sport: Some(40000),
-            dport: question.dport,
-            ct_state: "new",
-            daddr_is_local: false,
-        };
+        let out = Packet::new_flow("", &oif.ifname, src, dest, question.proto, question.dport);
         let at = FilterAt {
             hook: "output",
             namespace: machine,
@@ -203,7 +230,7 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
         );
         return Ok(w.hops);
     }
-    let peers = crate::peer::host_peers(namespace, &links)?;
+    let peers = host.peers(namespace, &links)?;
     let peer_name = links
         .iter()
         .position(|l| l.ifindex == oif.ifindex)
@@ -211,7 +238,7 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
         .map(|p| p.ifname);
     let Some(peer_name) = peer_name else {
         if oif.detail.kind.as_deref() == Some("macvlan") && oif.detail.link_netnsid.is_some() {
-            macvlan_parent(&mut w, machine, &mut sock, oif)?;
+            macvlan_parent(&mut w, machine, &mut sock, &host, oif)?;
             return Ok(w.hops);
         }
         let kind = oif.detail.kind.as_deref().unwrap_or("device");
@@ -226,11 +253,7 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
         );
         return Ok(w.hops);
     };
-    let host = crate::netns::pin_own()?;
-    let mut host_sock = host.open_netlink()?;
-    let host_links = link::links_with_addresses(&mut host_sock)?;
-    let host_names = LinkNames::from_links(&host_links);
-    let Some(peer) = host_links.iter().find(|l| l.ifname == peer_name) else {
+    let Some(peer) = host.links.iter().find(|l| l.ifname == peer_name) else {
         w.hop(
             "peer",
             ".host",
@@ -273,7 +296,7 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
     let master = peer
         .detail
         .master
-        .and_then(|m| host_links.iter().find(|l| l.ifindex == m));
+        .and_then(|m| host.links.iter().find(|l| l.ifindex == m));
     // The host side the machine's packets arrive on: the bridge if the peer is a port.
     let ingress = master.unwrap_or(peer);
     if let Some(gw) = decision.gateway {
@@ -282,7 +305,7 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
         let holder = if holds(ingress, gw) {
             Some(ingress)
         } else {
-            host_links.iter().find(|l| holds(l, gw))
+            host.links.iter().find(|l| holds(l, gw))
         };
         match holder {
             Some(h) if h.ifindex == ingress.ifindex => {}
@@ -320,7 +343,7 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
                 let connected = oif.addr_info.iter().any(|a| {
                     a.local
                         .parse()
-                        .is_ok_and(|net| in_prefix(gw, net, a.prefixlen))
+                        .is_ok_and(|net| prefix_contains(net, a.prefixlen, gw))
                 });
                 if connected {
                     // Another machine on the same link may be the router: not the host's
@@ -419,7 +442,7 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
         ),
     );
     if decision.gateway.is_none() {
-        if host_links.iter().any(|l| holds(l, dest)) {
+        if host.links.iter().any(|l| holds(l, dest)) {
             w.hop(
                 "host route",
                 ".host",
@@ -446,7 +469,7 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
     from_machine.from = Some((src, if v6 { 128 } else { 32 }));
     from_machine.iif = Some(inif.clone());
     let forwarding = forwarding_sysctls(v6, &inif);
-    let host_decision = route_get(&mut host_sock, &host_names, dest, &from_machine)?;
+    let host_decision = route_get(&mut host.sock, &host.names, dest, &from_machine)?;
     if let Ok(d) = &host_decision {
         if d.kind == RTN_LOCAL {
             w.hop(
@@ -458,8 +481,7 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
             return Ok(w.hops);
         }
     }
-    if let Some((name, value)) = forwarding.iter().find(|(_, v)| v.as_deref() == Some("0")) {
-        let _ = value;
+    if let Some((name, _)) = forwarding.iter().find(|(_, v)| v.as_deref() == Some("0")) {
         let all = if v6 {
             "net.ipv6.conf.all.forwarding"
         } else {
@@ -487,11 +509,11 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
             from: Some((dest, 32)),
             ..GetOptions::default()
         };
-        let back = route_get(&mut host_sock, &host_names, src, &reverse)?
+        let back = route_get(&mut host.sock, &host.names, src, &reverse)?
             .ok()
             .and_then(|d| d.oif);
         if back != Some(ingress.ifindex) {
-            let by = back.map_or_else(|| "nowhere".into(), |i| host_names.name(i).into_owned());
+            let by = back.map_or_else(|| "nowhere".into(), |i| host.names.name(i).into_owned());
             w.fail(
                 "host route",
                 ".host",
@@ -508,27 +530,6 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
         Ok(d) => d,
         Err(says) => {
             let errno = says.1;
-            if matches!(errno, libc::EINVAL | libc::EXDEV) && !v6 {
-                let rp = rp_filter(&inif);
-                if rp == 1 {
-                    let back = route_get(&mut host_sock, &host_names, src, &GetOptions::default())?
-                        .ok()
-                        .and_then(|d| d.oif)
-                        .map(|i| host_names.name(i).into_owned())
-                        .unwrap_or_else(|| "nowhere".into());
-                    w.fail(
-                        "host route",
-                        ".host",
-                        format!(
-                            "strict rp_filter on {inif} drops it: the host's route back to {src} \
-                             leaves by {back}, not {inif} (the kernel says: {})",
-                            says.0
-                        ),
-                        rp_fix(&inif),
-                    );
-                    return Ok(w.hops);
-                }
-            }
             let verdict_reason = format!(
                 "the host cannot route {dest} from {src} arriving on {inif}: the kernel says: {}",
                 says.0
@@ -547,7 +548,7 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
             ".host",
             format!(
                 "{dest} matches a {} route on the host",
-                kind_name(host_decision.kind)
+                crate::route::names::route_type(host_decision.kind)
             ),
             None,
         );
@@ -555,7 +556,7 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
     }
     let egress = host_decision
         .oif
-        .map(|i| host_names.name(i).into_owned())
+        .map(|i| host.names.name(i).into_owned())
         .unwrap_or_default();
     let host_via = host_decision
         .gateway
@@ -568,7 +569,7 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
     );
 
     // 4. The host's firewall and NAT.
-    let ruleset = match read_ruleset(|args| run_nft(args, None)) {
+    let ruleset = match Ruleset::read(None) {
         Ok(r) => r,
         Err(why) => {
             let reason = format!("the host's {why}");
@@ -581,17 +582,7 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
         namespace: ".host",
         run_there: String::new(),
     };
-    let out = Packet {
-        iifname: inif.clone(),
-        oifname: egress.clone(),
-        saddr: src,
-        daddr: dest,
-        l4proto: question.proto,
-        sport: Some(40000),
-        dport: question.dport,
-        ct_state: "new",
-        daddr_is_local: false,
-    };
+    let out = Packet::new_flow(&inif, &egress, src, dest, question.proto, question.dport);
     // Filter chains on prerouting (NixOS's rpfilter table, say) see the packet first.
     let mut arriving = out.clone();
     arriving.oifname = String::new();
@@ -676,7 +667,7 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
         ..GetOptions::default()
     };
     reply.ipproto = Some(question.proto);
-    match route_get(&mut host_sock, &host_names, src, &reply)? {
+    match route_get(&mut host.sock, &host.names, src, &reply)? {
         Ok(back) if back.oif == Some(ingress.ifindex) => {
             w.hop(
                 "return route",
@@ -688,7 +679,7 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
         Ok(back) => {
             let by = back
                 .oif
-                .map(|i| host_names.name(i).into_owned())
+                .map(|i| host.names.name(i).into_owned())
                 .unwrap_or_else(|| "nowhere".into());
             w.fail(
                 "return route",
@@ -711,17 +702,7 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
             return Ok(w.hops);
         }
     }
-    let back = Packet {
-        iifname: egress.clone(),
-        oifname: inif.clone(),
-        saddr: dest,
-        daddr: src,
-        l4proto: question.proto,
-        sport: question.dport,
-        dport: Some(40000),
-        ct_state: "established",
-        daddr_is_local: false,
-    };
+    let back = out.reply();
     let established = "ct state established,related accept";
     if !judge_filter(
         &mut w,
@@ -758,18 +739,21 @@ pub fn walk(machine: &str, namespace: &PinnedNamespace, question: &Question) -> 
 
 /// A macvlan's parent on the host: up or not. Its packets leave by the parent directly,
 /// past the host's routing and firewall, so the walk ends there.
-fn macvlan_parent(w: &mut Walk, machine: &str, sock: &mut NetlinkSocket, oif: &Link) -> Result<()> {
-    let host = crate::netns::pin_own()?;
+fn macvlan_parent(
+    w: &mut Walk,
+    machine: &str,
+    sock: &mut NetlinkSocket,
+    host: &HostView,
+    oif: &Link,
+) -> Result<()> {
     // The machine's own id for the host's namespace: the parent is the host's only if the
     // macvlan's link id is that one.
-    let host_id = crate::peer::nsid_of(sock, &host)?;
-    let mut host_sock = host.open_netlink()?;
-    let host_links = link::dump_links(&mut host_sock)?;
+    let host_id = crate::peer::nsid_of(sock, &host.ns)?;
     let parent = oif
         .detail
         .link
         .filter(|_| host_id.is_some() && host_id == oif.detail.link_netnsid)
-        .and_then(|i| host_links.iter().find(|l| l.ifindex == i));
+        .and_then(|i| host.links.iter().find(|l| l.ifindex == i));
     let Some(parent) = parent else {
         let reason = format!(
             "{} is a macvlan whose parent is not in the host's namespace: not followed",
@@ -897,7 +881,7 @@ fn options(question: &Question) -> GetOptions {
     GetOptions {
         ipproto: Some(question.proto),
         dport: question.dport,
-        sport: question.dport.map(|_| 40000),
+        sport: question.dport.map(|_| EPHEMERAL_PORT),
         ..GetOptions::default()
     }
 }
@@ -940,21 +924,16 @@ pub(super) fn route_get(
 /// The address (of the family) a machine link's host end, or its bridge, has: the
 /// gateway a missing default route should point at. (device in the machine, gateway)
 fn host_side_gateway(
+    host: &mut HostView,
     namespace: &PinnedNamespace,
     links: &[Link],
     v6: bool,
 ) -> Result<Option<(String, String)>> {
-    let peers = crate::peer::host_peers(namespace, links)?;
-    if peers.iter().all(Option::is_none) {
-        return Ok(None);
-    }
-    let host = crate::netns::pin_own()?;
-    let mut sock = host.open_netlink()?;
-    let host_links = link::links_with_addresses(&mut sock)?;
+    let peers = host.peers(namespace, links)?;
     for (link, peer) in links.iter().zip(&peers) {
         let Some(peer) = peer else { continue };
         let side = peer.master.as_ref().unwrap_or(&peer.ifname);
-        if let Some(host_link) = host_links.iter().find(|l| &l.ifname == side) {
+        if let Some(host_link) = host.links.iter().find(|l| &l.ifname == side) {
             if let Some(addr) = first_address(host_link, v6) {
                 return Ok(Some((link.ifname.clone(), addr.to_string())));
             }
@@ -968,7 +947,7 @@ pub(super) fn first_address(link: &Link, v6: bool) -> Option<IpAddr> {
     link.addr_info
         .iter()
         .filter_map(|a| a.local.parse::<IpAddr>().ok())
-        .find(|a| a.is_ipv6() == v6 && !in_prefix(*a, "fe80::".parse().unwrap(), 10))
+        .find(|a| a.is_ipv6() == v6 && !prefix_contains("fe80::".parse().unwrap(), 10, *a))
 }
 
 pub(super) fn holds(link: &Link, addr: IpAddr) -> bool {
@@ -983,22 +962,7 @@ fn subnet_of(link: &Link, addr: IpAddr) -> Option<String> {
         .addr_info
         .iter()
         .find(|a| a.local.parse::<IpAddr>().ok() == Some(addr))?;
-    let net = match addr {
-        IpAddr::V4(v4) => {
-            let len = u32::from(a.prefixlen.min(32));
-            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-            IpAddr::from(std::net::Ipv4Addr::from(u32::from(v4) & mask))
-        }
-        IpAddr::V6(v6) => {
-            let len = u32::from(a.prefixlen.min(128));
-            let mask = if len == 0 {
-                0
-            } else {
-                u128::MAX << (128 - len)
-            };
-            IpAddr::from(std::net::Ipv6Addr::from(u128::from(v6) & mask))
-        }
-    };
+    let net = crate::route::spec::mask(addr, a.prefixlen);
     Some(format!("{net}/{}", a.prefixlen))
 }
 
@@ -1063,59 +1027,6 @@ fn sysctl(key: &str) -> Option<String> {
     std::fs::read_to_string(path)
         .ok()
         .map(|s| s.trim().to_string())
-}
-
-/// `nft ARGS` on the host, or in a machine's network namespace; its stdout.
-pub(super) fn run_nft(
-    args: &[&str],
-    namespace: Option<&PinnedNamespace>,
-) -> std::result::Result<Vec<u8>, String> {
-    let output = match namespace {
-        Some(ns) => ns.output("nft", args).map_err(|e| e.to_string()),
-        None => std::process::Command::new("nft")
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .map_err(|e| format!("nft: {e}")),
-    };
-    let out = output.map_err(|e| format!("firewall was not read: {e}"))?;
-    if out.status.success() {
-        Ok(out.stdout)
-    } else {
-        Err(format!(
-            "firewall was not read: nft says: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// A ruleset (JSON to judge, `-a` text to quote), read with `run`.
-pub(super) fn read_ruleset(
-    run: impl Fn(&[&str]) -> std::result::Result<Vec<u8>, String>,
-) -> std::result::Result<Ruleset, String> {
-    let json = run(&["-j", "list", "ruleset"])?;
-    let text = run(&["-a", "list", "ruleset"])?;
-    let json: serde_json::Value = if json.iter().all(u8::is_ascii_whitespace) {
-        serde_json::json!({ "nftables": [] })
-    } else {
-        serde_json::from_slice(&json)
-            .map_err(|e| format!("nft -j printed what machnet cannot read: {e}"))?
-    };
-    Ok(Ruleset::parse(&json, &String::from_utf8_lossy(&text)))
-}
-
-fn kind_name(kind: u8) -> &'static str {
-    match kind {
-        3 => "broadcast",
-        4 => "anycast",
-        5 => "multicast",
-        6 => "blackhole",
-        7 => "unreachable",
-        8 => "prohibit",
-        9 => "throw",
-        10 => "nat",
-        _ => "non-unicast",
-    }
 }
 
 fn family_name(v6: bool) -> &'static str {

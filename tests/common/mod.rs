@@ -205,6 +205,23 @@ pub fn split_expires(line: &str) -> (String, Option<u64>) {
     }
 }
 
+/// A process a test started, killed (by its PID) when the test ends, passing or not.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `sh -ec SCRIPT`, which must succeed; its stdout.
+pub fn sh(script: &str) -> String {
+    let mut cmd = Command::new("sh");
+    cmd.args(["-ec", script]);
+    ok(run(cmd), script)
+}
+
 /// Ends a process a test started, by PID, and unregisters the machine it led (if any)
 /// from machined, so no stale machine outlives the test that made it.
 pub struct MachineLeader {
