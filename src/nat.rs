@@ -1,6 +1,6 @@
 //! Which source addresses the host masquerades, from its nftables ruleset (`nft -j list
-//! ruleset`, read once by crate::why::firewall; iptables-nft rules show up there too). Only what the NAT audit rule needs:
-//! the source prefix of each masquerade/snat rule.
+//! ruleset`, read once by crate::why::firewall; iptables-nft rules show up there too).
+//! Only what the NAT audit rule needs: the source prefix of each masquerade/snat rule.
 
 use std::net::IpAddr;
 

@@ -284,11 +284,8 @@ fn qb_connects_soon(bed: &Testbed, addr: &str) -> bool {
 
 #[test]
 fn an_open_path_is_all_ticks_and_connects() {
-    let OpenPath {
-        bed,
-        state: _state,
-        internet: _internet,
-    } = open_path(&[]);
+    let path = open_path(&[]);
+    let bed = &path.bed;
     let (code, hops) = why("qbittorrent", INET4);
     assert_eq!(code, 0, "{hops:#?}");
     let names: Vec<&str> = hops.iter().map(|h| h["hop"].as_str().unwrap()).collect();
@@ -306,7 +303,7 @@ fn an_open_path_is_all_ticks_and_connects() {
             "machine input"
         ]
     );
-    assert!(qb_connects(&bed, INET4));
+    assert!(qb_connects(bed, INET4));
     // Text: one line a hop, each marked ✔.
     let text = ok(machnet(&["why", "qbittorrent", INET4, PORT]), "why");
     let hop_lines: Vec<&str> = text.lines().filter(|l| !l.starts_with(' ')).collect();
@@ -316,13 +313,10 @@ fn an_open_path_is_all_ticks_and_connects() {
 
 #[test]
 fn forwarding_off_is_named_and_mended() {
-    let OpenPath {
-        bed,
-        state: _state,
-        internet: _internet,
-    } = open_path(&[]);
+    let path = open_path(&[]);
+    let bed = &path.bed;
     sh("sysctl -qw net.ipv4.ip_forward=0");
-    assert!(!qb_connects(&bed, INET4));
+    assert!(!qb_connects(bed, INET4));
     mend(
         "qbittorrent",
         INET4,
@@ -330,18 +324,15 @@ fn forwarding_off_is_named_and_mended() {
         "net.ipv4.ip_forward = 0",
         1,
     );
-    assert!(qb_connects(&bed, INET4));
+    assert!(qb_connects(bed, INET4));
 }
 
 #[test]
 fn no_masquerade_is_named_and_mended() {
-    let OpenPath {
-        bed,
-        state: _state,
-        internet: _internet,
-    } = open_path(&[]);
+    let path = open_path(&[]);
+    let bed = &path.bed;
     sh("nft delete table ip machnet_test_nat");
-    assert!(!qb_connects(&bed, INET4));
+    assert!(!qb_connects(bed, INET4));
     mend(
         "qbittorrent",
         INET4,
@@ -349,19 +340,16 @@ fn no_masquerade_is_named_and_mended() {
         "nothing masquerades 10.77.1.2",
         1,
     );
-    assert!(qb_connects(&bed, INET4));
+    assert!(qb_connects(bed, INET4));
 }
 
 #[test]
 fn a_forward_drop_policy_in_nft_is_quoted_and_mended() {
-    let OpenPath {
-        bed,
-        state: _state,
-        internet: _internet,
-    } = open_path(&[]);
+    let path = open_path(&[]);
+    let bed = &path.bed;
     sh("nft add table inet machnet_test_filter
         nft 'add chain inet machnet_test_filter forward { type filter hook forward priority filter; policy drop; }'");
-    assert!(!qb_connects(&bed, INET4));
+    assert!(!qb_connects(bed, INET4));
     let (_, hops) = why("qbittorrent", INET4);
     let failed = failed_hop(&hops).unwrap();
     assert_eq!(
@@ -382,7 +370,7 @@ fn a_forward_drop_policy_in_nft_is_quoted_and_mended() {
     );
     // The way out, then the replies: two fixes.
     mend("qbittorrent", INET4, "forward filter", "dropped", 2);
-    assert!(qb_connects(&bed, INET4));
+    assert!(qb_connects(bed, INET4));
     let (code, probe) = probe_hop();
     assert_eq!(
         (code, &probe["verdict"]),
@@ -408,16 +396,13 @@ fn probe_hop() -> (Option<i32>, Value) {
 
 #[test]
 fn a_forward_drop_rule_from_iptables_nft_is_quoted_and_mended() {
-    let OpenPath {
-        bed,
-        mut state,
-        internet: _internet,
-    } = open_path(&[]);
-    state
+    let mut path = open_path(&[]);
+    let bed = &path.bed;
+    path.state
         .undo
         .push("iptables -P FORWARD ACCEPT; iptables -F FORWARD".into());
     sh("iptables -P FORWARD DROP");
-    assert!(!qb_connects(&bed, INET4));
+    assert!(!qb_connects(bed, INET4));
     let (_, hops) = why("qbittorrent", INET4);
     let failed = failed_hop(&hops).unwrap();
     assert_eq!(
@@ -432,20 +417,17 @@ fn a_forward_drop_rule_from_iptables_nft_is_quoted_and_mended() {
         "{failed:#}"
     );
     mend("qbittorrent", INET4, "forward filter", "dropped", 2);
-    assert!(qb_connects(&bed, INET4));
+    assert!(qb_connects(bed, INET4));
 }
 
 /// The machine's own firewall: its output chain drops what it sends, then (once that is
 /// mended) its input chain drops the replies.
 #[test]
 fn the_machines_own_firewall_is_read_inside_it_and_mended() {
-    let OpenPath {
-        bed,
-        mut state,
-        internet: _internet,
-    } = open_path(&[]);
+    let mut path = open_path(&[]);
+    let bed = &path.bed;
     let leader = bed.leader("qbittorrent");
-    state.undo.push(format!(
+    path.state.undo.push(format!(
         "nsenter -t {leader} -n nft delete table inet machnet_test_own"
     ));
     sh(&format!(
@@ -454,7 +436,7 @@ fn the_machines_own_firewall_is_read_inside_it_and_mended() {
          nsenter -t {leader} -n nft 'add chain inet machnet_test_own in {{ type filter hook input priority filter; policy drop; }}'
          nsenter -t {leader} -n nft add rule inet machnet_test_own in iifname lo accept"
     ));
-    assert!(!qb_connects(&bed, INET4));
+    assert!(!qb_connects(bed, INET4));
     let (_, hops) = why("qbittorrent", INET4);
     let failed = failed_hop(&hops).unwrap();
     assert_eq!(failed["namespace"], "qbittorrent", "{failed:#}");
@@ -463,20 +445,17 @@ fn the_machines_own_firewall_is_read_inside_it_and_mended() {
         "{failed:#}"
     );
     mend("qbittorrent", INET4, "machine output", "dropped", 2);
-    assert!(qb_connects(&bed, INET4));
+    assert!(qb_connects(bed, INET4));
 }
 
 /// Strict rp_filter with an asymmetric route: the host's main table sends 10.77.1.2 out
 /// of the internet link, while replies from there are steered back by a rule on `iif`.
 #[test]
 fn strict_rp_filter_with_an_asymmetric_route_is_named_and_mended() {
-    let OpenPath {
-        bed,
-        mut state,
-        internet,
-    } = open_path(&["net.ipv4.conf.ve-qbittorrent.rp_filter"]);
-    let l = &internet.host_link;
-    state.undo.push(format!(
+    let mut path = open_path(&["net.ipv4.conf.ve-qbittorrent.rp_filter"]);
+    let bed = &path.bed;
+    let l = &path.internet.host_link;
+    path.state.undo.push(format!(
         "ip route del 10.77.1.2/32 dev {l}; ip rule del iif {l} lookup 4077; ip route flush table 4077"
     ));
     sh(&format!(
@@ -496,42 +475,36 @@ fn strict_rp_filter_with_an_asymmetric_route_is_named_and_mended() {
         "strict rp_filter on ve-qbittorrent",
         1,
     );
-    assert!(qb_connects(&bed, INET4));
+    assert!(qb_connects(bed, INET4));
 }
 
 #[test]
 fn a_veth_peer_down_is_named_and_mended() {
-    let OpenPath {
-        bed,
-        mut state,
-        internet: _internet,
-    } = open_path(&[]);
+    let mut path = open_path(&[]);
+    let bed = &path.bed;
     // Taking a link down drops its IPv6 addresses: the undo puts the testbed's back.
-    state.undo.push(
+    path.state.undo.push(
         "ip link set ve-qbittorrent up; ip -6 addr replace fd77:1::1/64 dev ve-qbittorrent nodad"
             .into(),
     );
     sh("ip link set ve-qbittorrent down");
-    assert!(!qb_connects(&bed, INET4));
+    assert!(!qb_connects(bed, INET4));
     mend("qbittorrent", INET4, "peer", "ve-qbittorrent is down", 1);
-    assert!(qb_connects_soon(&bed, INET4));
+    assert!(qb_connects_soon(bed, INET4));
 }
 
 #[test]
 fn a_missing_default_route_is_named_and_mended() {
-    let OpenPath {
-        bed,
-        mut state,
-        internet: _internet,
-    } = open_path(&[]);
+    let mut path = open_path(&[]);
+    let bed = &path.bed;
     let leader = bed.leader("qbittorrent");
-    state.undo.push(format!(
+    path.state.undo.push(format!(
         "nsenter -t {leader} -n ip route replace default via 10.77.1.1 dev host0"
     ));
     sh(&format!("nsenter -t {leader} -n ip route del default"));
-    assert!(!qb_connects(&bed, INET4));
+    assert!(!qb_connects(bed, INET4));
     mend("qbittorrent", INET4, "route", "no route to 203.0.113.5", 1);
-    assert!(qb_connects(&bed, INET4));
+    assert!(qb_connects(bed, INET4));
     let table = bed.ip("qbittorrent", &["route", "show", "default"]);
     // machnet's own route, with its protocol number.
     assert_eq!(
@@ -542,19 +515,16 @@ fn a_missing_default_route_is_named_and_mended() {
 
 #[test]
 fn a_gateway_on_no_connected_subnet_is_named_and_mended() {
-    let OpenPath {
-        bed,
-        mut state,
-        internet: _internet,
-    } = open_path(&[]);
+    let mut path = open_path(&[]);
+    let bed = &path.bed;
     let leader = bed.leader("qbittorrent");
-    state.undo.push(format!(
+    path.state.undo.push(format!(
         "nsenter -t {leader} -n ip route replace default via 10.77.1.1 dev host0"
     ));
     sh(&format!(
         "nsenter -t {leader} -n ip route replace default via 10.77.9.1 dev host0 onlink"
     ));
-    assert!(!qb_connects(&bed, INET4));
+    assert!(!qb_connects(bed, INET4));
     mend(
         "qbittorrent",
         INET4,
@@ -562,18 +532,15 @@ fn a_gateway_on_no_connected_subnet_is_named_and_mended() {
         "is on no connected subnet",
         1,
     );
-    assert!(qb_connects(&bed, INET4));
+    assert!(qb_connects(bed, INET4));
 }
 
 #[test]
 fn an_mtu_mismatch_across_the_veth_is_named_and_mended() {
-    let OpenPath {
-        bed,
-        mut state,
-        internet: _internet,
-    } = open_path(&[]);
+    let mut path = open_path(&[]);
+    let bed = &path.bed;
     let leader = bed.leader("qbittorrent");
-    state.undo.push(format!(
+    path.state.undo.push(format!(
         "ip link set ve-qbittorrent mtu 1500; nsenter -t {leader} -n ip link set host0 mtu 1500"
     ));
     sh("ip link set ve-qbittorrent mtu 1400");
@@ -581,25 +548,22 @@ fn an_mtu_mismatch_across_the_veth_is_named_and_mended() {
     mend("qbittorrent", INET4, "peer", "MTU mismatch", 1);
     let mtu = |out: Output| stdout(&out).contains("mtu 1400");
     assert!(mtu(bed.ip("qbittorrent", &["link", "show", "host0"])));
-    assert!(qb_connects(&bed, INET4));
+    assert!(qb_connects(bed, INET4));
 }
 
 /// IPv4 works, IPv6 does not: no IPv6 default route in the container, then IPv6
 /// forwarding off, then no NAT66 for its unique-local address.
 #[test]
 fn an_ipv6_only_gap_is_named_and_mended() {
-    let OpenPath {
-        bed,
-        mut state,
-        internet: _internet,
-    } = open_path(&[]);
+    let mut path = open_path(&[]);
+    let bed = &path.bed;
     sh("sysctl -qw net.ipv6.conf.all.forwarding=0; nft delete table ip6 machnet_test_nat6");
     let leader = bed.leader("qbittorrent");
-    state.undo.push(format!(
+    path.state.undo.push(format!(
         "nsenter -t {leader} -n ip -6 route del default 2>/dev/null || true"
     ));
-    assert!(qb_connects(&bed, INET4));
-    assert!(!qb_connects(&bed, INET6));
+    assert!(qb_connects(bed, INET4));
+    assert!(!qb_connects(bed, INET6));
     let (_, hops) = why("qbittorrent", INET4);
     assert!(failed_hop(&hops).is_none(), "{hops:#?}");
     mend(
@@ -609,24 +573,20 @@ fn an_ipv6_only_gap_is_named_and_mended() {
         "no route to 2001:db8:5::5",
         3,
     );
-    assert!(qb_connects(&bed, INET6));
+    assert!(qb_connects(bed, INET6));
 }
 
 /// A bridged machine (a netns whose veth's host end is a port of a bridge holding the
 /// gateway): taken off the bridge, it has no way out.
 #[test]
 fn a_veth_peer_off_its_bridge_is_named_and_mended() {
-    let OpenPath {
-        bed: _bed,
-        mut state,
-        internet: _internet,
-    } = open_path(&[]);
+    let mut path = open_path(&[]);
     let ns = ScratchNetns::new("bridged");
     let (br, port) = (
         format!("bw-{}", std::process::id()),
         format!("vb-{}", std::process::id()),
     );
-    state
+    path.state
         .undo
         .push(format!("ip link del {port}; ip link del {br}"));
     sh(&format!(
@@ -783,14 +743,11 @@ fn resolves_inside(leader: u32, name: &str) -> bool {
 
 #[test]
 fn a_name_is_resolved_inside_the_machine_and_walked_to() {
-    let OpenPath {
-        bed,
-        mut state,
-        internet,
-    } = open_path(&[]);
-    let _dns = start_nameserver(&internet);
+    let mut path = open_path(&[]);
+    let bed = &path.bed;
+    let _dns = start_nameserver(&path.internet);
     let leader = bed.leader("qbittorrent");
-    set_machine_resolv_conf(&mut state, leader, "nameserver 203.0.113.5\n");
+    set_machine_resolv_conf(&mut path.state, leader, "nameserver 203.0.113.5\n");
     let (code, hops) = why("qbittorrent", "web.test");
     assert_eq!(code, 0, "{hops:#?}");
     assert_eq!(hops[0]["hop"], "dns");
@@ -812,17 +769,14 @@ fn a_name_is_resolved_inside_the_machine_and_walked_to() {
 /// port 53: the fix points the machine at the host's nameserver.
 #[test]
 fn a_loopback_resolver_with_nothing_behind_it_is_named_and_mended() {
-    let OpenPath {
-        bed,
-        mut state,
-        internet,
-    } = open_path(&[]);
-    let _dns = start_nameserver(&internet);
+    let mut path = open_path(&[]);
+    let bed = &path.bed;
+    let _dns = start_nameserver(&path.internet);
     // The sandbox host's own resolv.conf names the test's nameserver (a bind mount in
     // the sandbox's mount namespace only).
     let host_conf = std::env::temp_dir().join(format!("why-resolv-{}", std::process::id()));
     std::fs::write(&host_conf, "nameserver 203.0.113.5\n").unwrap();
-    state.undo.push(format!(
+    path.state.undo.push(format!(
         "umount /etc/resolv.conf; rm -f {}",
         host_conf.display()
     ));
@@ -831,7 +785,7 @@ fn a_loopback_resolver_with_nothing_behind_it_is_named_and_mended() {
         host_conf.display()
     ));
     let leader = bed.leader("qbittorrent");
-    set_machine_resolv_conf(&mut state, leader, "nameserver 127.0.0.53\n");
+    set_machine_resolv_conf(&mut path.state, leader, "nameserver 127.0.0.53\n");
     assert!(!resolves_inside(leader, "web.test"));
     mend(
         "qbittorrent",
@@ -841,7 +795,7 @@ fn a_loopback_resolver_with_nothing_behind_it_is_named_and_mended() {
         1,
     );
     assert!(resolves_inside(leader, "web.test"));
-    assert!(qb_connects(&bed, INET4));
+    assert!(qb_connects(bed, INET4));
 }
 
 /// A port forward (DNAT in the host's nat output chain, as NixOS `forwardPorts` makes
@@ -849,11 +803,8 @@ fn a_loopback_resolver_with_nothing_behind_it_is_named_and_mended() {
 /// container listens on 80.
 #[test]
 fn a_forwarded_port_pointing_at_the_wrong_machine_port_is_named_and_mended() {
-    let OpenPath {
-        bed,
-        state: _state,
-        internet: _internet,
-    } = open_path(&[]);
+    let path = open_path(&[]);
+    let bed = &path.bed;
     let _listener = listen_in_container(bed.leader("qbittorrent"), 80);
     sh("nft add table ip machnet_test_fwd
         nft 'add chain ip machnet_test_fwd out { type nat hook output priority -100; }'
@@ -907,12 +858,9 @@ fn listen_in_container(leader: u32, port: u16) -> KillOnDrop {
 /// A host address with no forward to the container: the fix adds one, as printed.
 #[test]
 fn a_host_port_forwarded_nowhere_is_named_and_mended() {
-    let OpenPath {
-        bed,
-        mut state,
-        internet: _internet,
-    } = open_path(&[]);
-    state.undo.push("nft delete table ip nat".into());
+    let mut path = open_path(&[]);
+    let bed = &path.bed;
+    path.state.undo.push("nft delete table ip nat".into());
     let _listener = listen_in_container(bed.leader("qbittorrent"), 8080);
     assert!(!connects(&["env"], "203.0.113.1"));
     let out = machnet(&[
